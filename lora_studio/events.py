@@ -1,0 +1,124 @@
+"""Typed events that long-running jobs (training, downloads) emit, and the log that carries them.
+
+A job pushes events into an `EventLog`; callers poll it without blocking (`drain()` or `since(n)`), and
+each event is also appended to a JSON-lines file so that a reloaded page or another process can read
+the same history back with `read_events()`.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Event:
+    kind = "event"
+    time: float = field(default_factory=time.time, kw_only=True)
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, **asdict(self)}
+
+
+@dataclass
+class Progress(Event):
+    """Training progress after an optimizer step."""
+    kind = "progress"
+    step: int
+    total_steps: int
+    epoch: float
+    loss: float | None = None
+    learning_rate: float | None = None
+    tokens_per_second: float | None = None
+    elapsed: float = 0.0
+    eta: float | None = None
+
+
+@dataclass
+class Log(Event):
+    kind = "log"
+    message: str
+    level: str = "info"
+
+
+@dataclass
+class Finished(Event):
+    """The job ended normally; `status` is 'completed' or 'stopped' (stopped early by the user)."""
+    kind = "finished"
+    status: str
+    output: str = ""
+    step: int = 0
+    loss: float | None = None
+
+
+@dataclass
+class Failed(Event):
+    kind = "failed"
+    message: str
+    step: int = 0
+
+
+@dataclass
+class DownloadProgress(Event):
+    kind = "download"
+    bytes_done: int
+    bytes_total: int
+    speed: float = 0.0
+    eta: float | None = None
+    current_file: str = ""
+
+
+EVENT_TYPES = {cls.kind: cls for cls in (Progress, Log, Finished, Failed, DownloadProgress)}
+
+
+def event_from_json(values: dict) -> Event:
+    values = dict(values)
+    cls = EVENT_TYPES[values.pop("kind")]
+    return cls(**values)
+
+
+class EventLog:
+    """A thread-safe list of events, mirrored to a JSON-lines file when given a path."""
+
+    def __init__(self, path: Path | None = None):
+        self.path = path
+        self._events: list[Event] = []
+        self._lock = threading.Lock()
+
+    def emit(self, event: Event) -> None:
+        with self._lock:
+            self._events.append(event)
+            if self.path is not None:
+                with self.path.open("a", encoding="utf-8") as out:
+                    out.write(json.dumps(event.to_json(), ensure_ascii=False) + "\n")
+
+    def since(self, index: int) -> list[Event]:
+        """Events from position `index` on; callers keep their own cursor."""
+        with self._lock:
+            return self._events[index:]
+
+    def all(self) -> list[Event]:
+        return self.since(0)
+
+    def last(self, kind: type[Event] | None = None) -> Event | None:
+        with self._lock:
+            for event in reversed(self._events):
+                if kind is None or isinstance(event, kind):
+                    return event
+        return None
+
+
+def read_events(path: Path) -> list[Event]:
+    """Read an events.jsonl back; a half-written last line (a crash mid-write) is skipped."""
+    if not path.is_file():
+        return []
+    events = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            events.append(event_from_json(json.loads(line)))
+        except (ValueError, KeyError, TypeError):
+            continue
+    return events

@@ -1,0 +1,178 @@
+"""Render conversations with the tokenizer's own chat template, and mark which tokens are trained.
+
+Training and chat share one `ChatRenderer`: training encodes whole conversations, chat encodes the
+same messages with `add_generation_prompt=True`, so the two cannot disagree. Labels are -100
+everywhere except the assistant's content and the template's end-of-turn token, both located in the
+template's own rendered text (character offsets), never guessed from role names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import ModelError
+
+IGNORE_INDEX = -100
+
+# Built-in templates, only for models whose tokenizer ships no chat template.
+BUILTIN_TEMPLATES = {
+    # bilibili's Index chat format: <unk>{system}reserved_0{user}reserved_1{assistant}</s>
+    "index": (
+        "{%- for m in messages -%}"
+        "{%- if m['role'] == 'system' -%}<unk>{{ m['content'] }}"
+        "{%- elif m['role'] == 'user' -%}reserved_0{{ m['content'] }}reserved_1"
+        "{%- elif m['role'] == 'assistant' -%}{{ m['content'] }}</s>"
+        "{%- endif -%}{%- endfor -%}"
+    ),
+    "chatml": (
+        "{%- for m in messages -%}"
+        "{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>' + '\n' }}"
+        "{%- endfor -%}"
+        "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\n' }}{%- endif -%}"
+    ),
+}
+
+
+@dataclass
+class EncodedExample:
+    input_ids: list[int]
+    labels: list[int]
+    truncated: bool = False
+
+    @property
+    def trained_tokens(self) -> int:
+        return sum(1 for label in self.labels if label != IGNORE_INDEX)
+
+
+def resolve_template(tokenizer, template: str = "auto", model_type: str | None = None) -> str:
+    """Pick the Jinja template: the tokenizer's own unless a built-in is named or none exists."""
+    if template not in ("auto", *BUILTIN_TEMPLATES):
+        raise ModelError(f"unknown template '{template}'", "template",
+                         f"Use 'auto' or one of: {', '.join(BUILTIN_TEMPLATES)}.")
+    if template != "auto":
+        return BUILTIN_TEMPLATES[template]
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.chat_template
+    if model_type == "index":
+        return BUILTIN_TEMPLATES["index"]
+    raise ModelError("this tokenizer has no chat template", "template",
+                     f"Set template to one of the built-ins ({', '.join(BUILTIN_TEMPLATES)}) that matches "
+                     "how the model was trained.")
+
+
+class ChatRenderer:
+    """Turns message lists into token ids (and labels) with one chat template."""
+
+    def __init__(self, tokenizer, template: str = "auto", model_type: str | None = None,
+                 system_prompt: str = ""):
+        self.tokenizer = tokenizer
+        self.chat_template = resolve_template(tokenizer, template, model_type)
+        self.system_prompt = system_prompt
+        self.end_of_turn_ids = self._find_end_of_turn()
+        eos = tokenizer.eos_token_id
+        self.stop_token_ids = sorted(set(self.end_of_turn_ids) | ({eos} if eos is not None else set()))
+
+    # --- rendering -------------------------------------------------------------------------------
+    def with_system(self, messages: list[dict], system_prompt: str | None = None) -> list[dict]:
+        """Prepend the default system prompt when the conversation has none of its own."""
+        system = self.system_prompt if system_prompt is None else system_prompt
+        if messages and messages[0]["role"] == "system" or not system:
+            return list(messages)
+        return [{"role": "system", "content": system}, *messages]
+
+    def render_text(self, messages: list[dict], add_generation_prompt: bool = False) -> str:
+        return self.tokenizer.apply_chat_template(
+            messages, chat_template=self.chat_template, tokenize=False,
+            add_generation_prompt=add_generation_prompt)
+
+    def encode_prompt(self, messages: list[dict], system_prompt: str | None = None) -> list[int]:
+        """Token ids that ask the model for the next assistant turn (what chat feeds `generate`)."""
+        text = self.render_text(self.with_system(messages, system_prompt), add_generation_prompt=True)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    # --- training encoding -----------------------------------------------------------------------
+    def encode_example(self, messages: list[dict], cutoff_len: int | None = None) -> EncodedExample:
+        """Token ids of a whole conversation with labels on assistant content and end-of-turn tokens."""
+        messages = self.with_system(messages)
+        text = self.render_text(messages)
+        spans = self._trained_spans(messages, text)
+        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids, offsets = enc["input_ids"], enc["offset_mapping"]
+        labels = [IGNORE_INDEX] * len(ids)
+        for start, end in spans:
+            for i, (a, b) in enumerate(offsets):
+                if b > start and a < end and b > a:
+                    labels[i] = ids[i]
+        self._label_end_of_turn(ids, offsets, labels, spans)
+        example = EncodedExample(ids, labels)
+        return truncate(example, cutoff_len) if cutoff_len else example
+
+    def _trained_spans(self, messages: list[dict], text: str) -> list[tuple[int, int]]:
+        """Character spans of each assistant message's content inside the rendered text."""
+        spans, cursor = [], 0
+        for i, message in enumerate(messages):
+            if message["role"] != "assistant":
+                continue
+            prefix = self.render_text(messages[:i], add_generation_prompt=True)
+            if text.startswith(prefix):
+                cursor = max(cursor, len(prefix))
+            content = message["content"]
+            start = text.find(content, cursor)
+            if start < 0 and content.strip():
+                content = content.strip()
+                start = text.find(content, cursor)
+            if start < 0:
+                raise ModelError(f"the chat template changes the text of assistant turn {i}", "template",
+                                 "Pick a built-in template for this model.")
+            spans.append((start, start + len(content)))
+            cursor = start + len(content)
+        return spans
+
+    def _label_end_of_turn(self, ids, offsets, labels, spans) -> None:
+        """Train the first end-of-turn token that follows each assistant span."""
+        for _, end in spans:
+            for i, (a, _b) in enumerate(offsets):
+                if a >= end and ids[i] in self.end_of_turn_ids:
+                    labels[i] = ids[i]
+                    break
+
+    def _find_end_of_turn(self) -> list[int]:
+        """The special token(s) the template writes right after an assistant's content."""
+        probe = [{"role": "user", "content": "1"}, {"role": "assistant", "content": "2"}]
+        text = self.render_text(probe)
+        prefix = self.render_text(probe[:1], add_generation_prompt=True)
+        start = text.find("2", len(prefix) if text.startswith(prefix) else 0)
+        tail = text[start + 1:]
+        special = {t for t in self.tokenizer.all_special_tokens}
+        special |= {t.content for t in getattr(self.tokenizer, "added_tokens_decoder", {}).values()
+                    if getattr(t, "special", False)}
+        found = []
+        for token in sorted(special, key=len, reverse=True):
+            at = tail.find(token)
+            if at >= 0:
+                found.append((at, token))
+        if not found:
+            raise ModelError("the chat template writes no end-of-turn token after an answer", "template",
+                             "Without one the model cannot learn to stop; pick a built-in template.")
+        token = min(found)[1]
+        return [self.tokenizer.convert_tokens_to_ids(token)]
+
+
+def truncate(example: EncodedExample, cutoff_len: int) -> EncodedExample:
+    """Cut a long example to `cutoff_len` tokens, keeping labels aligned with their tokens.
+
+    The answer's tail is dropped first. When the prompt alone would leave fewer than a quarter of the
+    budget for the answer, tokens are dropped from the middle of the prompt instead, so the system
+    prompt's start and the assistant header right before the answer both survive.
+    """
+    ids, labels = example.input_ids, example.labels
+    if len(ids) <= cutoff_len:
+        return example
+    first = next((i for i, label in enumerate(labels) if label != IGNORE_INDEX), len(ids))
+    answer_keep = min(len(ids) - first, max(1, cutoff_len // 4))
+    overflow = first + answer_keep - cutoff_len
+    if overflow > 0:
+        head = (first - overflow) // 2
+        ids = ids[:head] + ids[head + overflow:]
+        labels = labels[:head] + labels[head + overflow:]
+    return EncodedExample(ids[:cutoff_len], labels[:cutoff_len], truncated=True)
