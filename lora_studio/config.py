@@ -194,6 +194,11 @@ def _check_value(name: str, value: Any, spec: dataclasses.Field, where: str) -> 
             raise ConfigError(f"'{name}' must be true or false, got {value!r}", where)
         return value
     if isinstance(default, (int, float)):
+        if isinstance(value, str):  # YAML 1.1 reads 2e-4 (no dot) as text
+            try:
+                value = float(value) if any(c in value for c in ".eE") else int(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"'{name}' must be a number, got {value!r}", where)
         if isinstance(default, int) and not isinstance(default, bool):

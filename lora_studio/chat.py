@@ -1,0 +1,242 @@
+"""ChatEngine: one base model answers twice, as itself and with a LoRA adapter, side by side.
+
+The base weights are loaded once. Adapters are attached by name to the same model, so switching
+adapters never reloads the base; the base answer is computed under peft's `disable_adapter()`. Both
+answers stream token by token in lockstep, with the same sampling settings and the same seed (each
+pane has its own `torch.Generator`, so neither touches the global RNG a training run may be using),
+and stop on the chat template's end-of-turn tokens. Chat loads its own copy of the model: it never
+serves the object a training job is updating.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from .config import RunConfig, load_yaml
+from .errors import ModelError
+
+ZHEN_HUAN_SYSTEM_PROMPT = "现在你要扮演皇帝身边的女人--甄嬛"
+
+
+@dataclass
+class Sampling:
+    max_new_tokens: int = 256
+    temperature: float = 0.3        # 0 means greedy decoding
+    top_p: float = 0.8
+    top_k: int = 5
+    repetition_penalty: float = 1.1
+    seed: int = 42
+
+
+@dataclass
+class PaneStats:
+    tokens: int = 0
+    seconds: float = 0.0
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds if self.seconds else 0.0
+
+
+@dataclass
+class Comparison:
+    """The two answers so far; `done` once both have stopped."""
+    base: str = ""
+    tuned: str = ""
+    done: bool = False
+    stats: dict = field(default_factory=lambda: {"base": PaneStats(), "tuned": PaneStats()})
+
+
+class _Pane:
+    """Incremental decoding of one answer with its own KV cache and random generator."""
+
+    def __init__(self, engine: "ChatEngine", prompt_ids: list[int], sampling: Sampling, use_adapter: bool):
+        import torch
+
+        self.engine, self.sampling, self.use_adapter = engine, sampling, use_adapter
+        self.device = engine.model.device
+        self.generator = torch.Generator(device=self.device).manual_seed(sampling.seed)
+        self.ids = torch.tensor([prompt_ids], device=self.device)
+        self.next_input = self.ids
+        self.cache = None
+        self.new_ids: list[int] = []
+        self.done = False
+        self.stats = PaneStats()
+        self.processors = _processors(sampling)
+
+    def step(self) -> None:
+        import torch
+
+        started = time.perf_counter()
+        with torch.inference_mode(), self.engine.adapter_context(self.use_adapter):
+            out = self.engine.model(input_ids=self.next_input, past_key_values=self.cache, use_cache=True)
+        self.cache = out.past_key_values
+        scores = self.processors(self.ids, out.logits[:, -1, :].float())
+        if self.sampling.temperature > 0:
+            probs = torch.softmax(scores, dim=-1)
+            token = torch.multinomial(probs, 1, generator=self.generator)
+        else:
+            token = scores.argmax(dim=-1, keepdim=True)
+        token_id = int(token)
+        self.stats.seconds += time.perf_counter() - started
+        if token_id in self.engine.stop_token_ids:
+            self.done = True
+            return
+        self.stats.tokens += 1
+        self.new_ids.append(token_id)
+        self.ids = torch.cat([self.ids, token], dim=-1)
+        self.next_input = token
+        if len(self.new_ids) >= self.sampling.max_new_tokens:
+            self.done = True
+
+    def text(self) -> str:
+        text = self.engine.tokenizer.decode(self.new_ids, skip_special_tokens=True)
+        return text.rstrip("\ufffd") if not self.done else text  # hold back half a character
+
+
+def _processors(sampling: Sampling):
+    from transformers.generation.logits_process import (LogitsProcessorList, RepetitionPenaltyLogitsProcessor,
+                                                        TemperatureLogitsWarper, TopKLogitsWarper,
+                                                        TopPLogitsWarper)
+
+    chain = LogitsProcessorList()
+    if sampling.repetition_penalty and sampling.repetition_penalty != 1.0:
+        chain.append(RepetitionPenaltyLogitsProcessor(sampling.repetition_penalty))
+    if sampling.temperature > 0:
+        chain.append(TemperatureLogitsWarper(sampling.temperature))
+        if sampling.top_k:
+            chain.append(TopKLogitsWarper(sampling.top_k))
+        if 0 < sampling.top_p < 1:
+            chain.append(TopPLogitsWarper(sampling.top_p))
+    return chain
+
+
+class ChatEngine:
+    """Loads a base model once and answers with and without a chosen adapter."""
+
+    def __init__(self):
+        self.model = None           # a PeftModel once an adapter is attached
+        self.tokenizer = None
+        self.renderer = None
+        self.stop_token_ids: list[int] = []
+        self.base_key: tuple | None = None
+        self.adapters: dict[str, str] = {}   # adapter folder -> adapter name in the model
+        self.active_adapter: str | None = None
+        self.lock = threading.Lock()
+
+    # --- loading ---------------------------------------------------------------------------------
+    def load_base(self, config: RunConfig) -> None:
+        """Load the base model named by `config`, unless it is already the one loaded."""
+        from . import models
+
+        key = (str(models.resolve_model_path(config.model_name_or_path)), config.dtype, config.template,
+               config.trust_remote_code)
+        if key == self.base_key:
+            return
+        with self.lock:
+            loaded = models.load(config)
+            loaded.model.eval()
+            self.model, self.tokenizer, self.renderer = loaded.model, loaded.tokenizer, loaded.renderer
+            self.stop_token_ids = loaded.renderer.stop_token_ids
+            self.base_key, self.adapters, self.active_adapter = key, {}, None
+
+    def load_run(self, adapter_dir: Path) -> None:
+        """Load the base model a run was trained on (if not loaded yet) and attach its adapter."""
+        self.load_base(run_config_for(adapter_dir))
+        self.set_adapter(adapter_dir)
+
+    def set_adapter(self, adapter_dir: Path | None) -> None:
+        """Attach (or switch to) an adapter folder; None chats with the base model only."""
+        if self.model is None:
+            raise ModelError("no base model is loaded", "chat", "Load a model first.")
+        if adapter_dir is None:
+            self.active_adapter = None
+            return
+        adapter_dir = Path(adapter_dir)
+        if not (adapter_dir / "adapter_config.json").is_file():
+            raise ModelError("no adapter_config.json here", str(adapter_dir),
+                             "Pick a run's adapter/ folder or one of its checkpoints.")
+        key = str(adapter_dir.resolve())
+        with self.lock:
+            if key not in self.adapters:
+                name = f"adapter{len(self.adapters)}"
+                self._attach(adapter_dir, name)
+                self.adapters[key] = name
+            self.model.set_adapter(self.adapters[key])
+            self.active_adapter = self.adapters[key]
+
+    def _attach(self, adapter_dir: Path, name: str) -> None:
+        from peft import PeftModel
+
+        try:
+            if isinstance(self.model, PeftModel):
+                self.model.load_adapter(str(adapter_dir), adapter_name=name)
+            else:
+                self.model = PeftModel.from_pretrained(self.model, str(adapter_dir), adapter_name=name)
+        except (RuntimeError, ValueError, OSError) as exc:
+            raise ModelError(f"this adapter does not fit the loaded base model ({str(exc).splitlines()[0]})",
+                             str(adapter_dir), "Load the base model the run was trained on.") from None
+        self.model.eval()
+
+    def adapter_context(self, use_adapter: bool):
+        if self.active_adapter is None or use_adapter:
+            return nullcontext()
+        return self.model.disable_adapter()
+
+    # --- answering -------------------------------------------------------------------------------
+    def compare(self, messages: list[dict], system_prompt: str | None = None,
+                sampling: Sampling | None = None) -> Iterator[Comparison]:
+        """Stream the base and the tuned answer to the same conversation, token by token."""
+        sampling = sampling or Sampling()
+        if self.model is None:
+            raise ModelError("no base model is loaded", "chat", "Load a model first.")
+        prompt = self.renderer.encode_prompt(messages, system_prompt)
+        with self.lock:
+            panes = {"base": _Pane(self, prompt, sampling, use_adapter=False),
+                     "tuned": _Pane(self, prompt, sampling, use_adapter=True)}
+            result = Comparison(stats={name: pane.stats for name, pane in panes.items()})
+            while not all(p.done for p in panes.values()):
+                for pane in panes.values():
+                    if not pane.done:
+                        pane.step()
+                result.base, result.tuned = panes["base"].text(), panes["tuned"].text()
+                yield result
+            result.done = True
+            yield result
+
+    def answer(self, messages: list[dict], system_prompt: str | None = None,
+               sampling: Sampling | None = None) -> tuple[str, str]:
+        """Both final answers at once (the CLI and tests use this)."""
+        final = Comparison()
+        for final in self.compare(messages, system_prompt, sampling):
+            pass
+        return final.base, final.tuned
+
+
+def resolve_adapter_dir(path: Path) -> Path:
+    """A run folder means its final adapter, or its newest checkpoint if it has none yet."""
+    from .runs import adapter_dirs
+
+    path = Path(path).expanduser()
+    if (path / "adapter_config.json").is_file():
+        return path
+    found = adapter_dirs(path) if path.is_dir() else []
+    if not found:
+        raise ModelError("no adapter here", str(path),
+                         "Give a run folder (workspace/runs/NAME) that finished or saved a checkpoint.")
+    return found[0]
+
+
+def run_config_for(adapter_dir: Path) -> RunConfig:
+    """The settings of the run an adapter (or checkpoint) folder belongs to."""
+    adapter_dir = Path(adapter_dir)
+    for folder in (adapter_dir, *adapter_dir.parents[:3]):
+        if (folder / "config.yaml").is_file():
+            return load_yaml(folder / "config.yaml")
+    raise ModelError("cannot tell which base model this adapter belongs to (no run config.yaml)",
+                     str(adapter_dir), "Pass --model with the base model.")

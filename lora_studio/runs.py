@@ -1,0 +1,116 @@
+"""Run directories: naming, creation without overwriting, and reading a run's state back.
+
+A run directory is self-describing: `config.yaml` (the resolved settings), `events.jsonl` (everything
+the job reported), `adapter/` (the LoRA weights, loadable by `PeftModel.from_pretrained`),
+`checkpoints/` and `command.sh` (the one command that reproduces it).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import RunConfig, workspace
+from .errors import JobError
+from .events import Failed, Finished, Progress, read_events
+
+
+def runs_root() -> Path:
+    return workspace() / "runs"
+
+
+def sanitize_run_name(name: str) -> str:
+    """A safe folder name: letters (any script), digits, '.', '_' and '-' only; no path escapes."""
+    name = re.sub(r"[^\w.\-]+", "-", name.strip(), flags=re.UNICODE)
+    name = re.sub(r"-{2,}", "-", name).strip(".-_")
+    return name[:80] or "run"
+
+
+def default_run_name(config: RunConfig) -> str:
+    model = Path(config.model_name_or_path.rstrip("/")).name or "model"
+    return f"{model}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def create_run_dir(config: RunConfig) -> Path:
+    """Make a new, empty run folder; an existing name gets a numeric suffix, never reused."""
+    root = runs_root()
+    root.mkdir(parents=True, exist_ok=True)
+    base = sanitize_run_name(config.run_name or default_run_name(config))
+    for n in range(1, 10_000):
+        path = root / (base if n == 1 else f"{base}-{n}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise JobError("too many runs with this name", str(root / base), "Choose another run_name.")
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    folder = Path(run_dir) / "checkpoints"
+    found = [p for p in folder.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    return max(found, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+def adapter_dirs(run_dir: Path) -> list[Path]:
+    """Every loadable adapter of a run: the final `adapter/` first, then checkpoints, newest first."""
+    run_dir = Path(run_dir)
+    found = [run_dir / "adapter"] if (run_dir / "adapter" / "adapter_config.json").is_file() else []
+    checkpoints = [p for p in (run_dir / "checkpoints").glob("checkpoint-*")
+                   if (p / "adapter_config.json").is_file() and p.name.split("-")[-1].isdigit()]
+    return found + sorted(checkpoints, key=lambda p: int(p.name.split("-")[-1]), reverse=True)
+
+
+@dataclass
+class RunInfo:
+    name: str
+    path: Path
+    status: str          # running | completed | stopped | failed | interrupted | new
+    step: int
+    total_steps: int
+    loss: float | None
+    started: float
+    model: str
+    message: str = ""
+
+
+def read_run(run_dir: Path, running: bool = False) -> RunInfo:
+    """Summarise a run from its events; `running` says whether a live job owns it right now."""
+    run_dir = Path(run_dir)
+    events = read_events(run_dir / "events.jsonl")
+    progress = [e for e in events if isinstance(e, Progress)]
+    last = progress[-1] if progress else None
+    losses = [e.loss for e in progress if e.loss is not None]
+    status, message = ("running" if running else "interrupted") if events else "new", ""
+    for event in reversed(events):
+        if isinstance(event, Finished):
+            status = "running" if running else event.status
+            break
+        if isinstance(event, Failed):
+            status, message = ("running" if running else "failed"), event.message
+            break
+    model = ""
+    config_file = run_dir / "config.yaml"
+    if config_file.is_file():
+        from .config import load_yaml
+        from .errors import ConfigError
+
+        try:
+            model = load_yaml(config_file).model_name_or_path
+        except ConfigError:
+            model = "?"
+    return RunInfo(run_dir.name, run_dir, status, last.step if last else 0,
+                   last.total_steps if last else 0, losses[-1] if losses else None,
+                   events[0].time if events else run_dir.stat().st_mtime, model, message)
+
+
+def list_runs(active: Path | None = None) -> list[RunInfo]:
+    """All runs in the workspace, newest first; `active` is the run a live job is writing."""
+    root = runs_root()
+    if not root.is_dir():
+        return []
+    runs = [read_run(p, running=active is not None and p.resolve() == Path(active).resolve())
+            for p in root.iterdir() if p.is_dir()]
+    return sorted(runs, key=lambda r: r.started, reverse=True)
