@@ -32,6 +32,7 @@ def workspace(tmp_path, monkeypatch):
     monkeypatch.setenv("LORA_STUDIO_HOME", str(home))
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
     monkeypatch.setenv("MODELSCOPE_CACHE", str(tmp_path / "ms-cache"))
+    monkeypatch.setenv("MODELSCOPE_HOME", str(tmp_path / "ms-home"))
     return home
 
 
