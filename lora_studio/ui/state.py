@@ -1,0 +1,94 @@
+"""The one `Studio` object every tab shares, and the guard that turns handler errors into messages.
+
+A studio owns the training slot (one job at a time), the chat engine (one base model in memory), the
+current download, and small caches of cheap things (tokenizers, loaded dataset files). It is created
+once in `app.build_app` and passed to each tab's builder; nothing here is module-level state.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import inspect
+import logging
+import threading
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..chat import ChatEngine
+from ..config import RunConfig, workspace
+from ..errors import StudioError
+from ..training import JobSlot
+
+log = logging.getLogger("lora_studio.ui")
+
+
+@dataclass
+class Studio:
+    lang: str | None = None                 # forced language, None to follow the browser
+    slot: JobSlot = field(default_factory=JobSlot)
+    chat: ChatEngine = field(default_factory=ChatEngine)
+    download: object | None = None          # the current hub.DownloadJob
+    share_note: tuple | None = None         # (i18n key, url): what the page says about --share
+    _renderers: dict = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def workspace(self) -> Path:
+        return workspace()
+
+    def renderer(self, config: RunConfig):
+        """The ChatRenderer (with its tokenizer) for the config's model; cached, loads no weights."""
+        from .. import models
+        from ..templates import ChatRenderer
+
+        path = models.resolve_model_path(config.model_name_or_path)
+        key = (str(path), config.template, config.trust_remote_code, config.system_prompt)
+        with self._lock:
+            if key not in self._renderers:
+                model_config = models.read_model_config(path)
+                tokenizer = models.load_tokenizer(path, config, model_config)
+                self._renderers[key] = ChatRenderer(tokenizer, config.template,
+                                                    model_config.get("model_type"), config.system_prompt)
+            return self._renderers[key]
+
+
+def user_message(exc: BaseException) -> str:
+    """What the user reads for an exception: the StudioError's message, or a short internal error."""
+    if isinstance(exc, StudioError):
+        return exc.message
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return (f"Internal error: {type(exc).__name__}: {first}. The studio keeps running and nothing was "
+            "changed; the details are in the console where the studio was started.")
+
+
+def _raise_readable(exc: BaseException, name: str):
+    import gradio as gr
+
+    if isinstance(exc, gr.Error):
+        raise exc
+    if not isinstance(exc, StudioError):
+        log.error("handler %s failed:\n%s", name, traceback.format_exc())
+    # gr.Error renders its message as HTML: escape file names and record text
+    raise gr.Error(html.escape(user_message(exc)), duration=None, print_exception=False) from None
+
+
+def guarded(fn):
+    """Wrap a handler (function or generator) so any error becomes a readable gr.Error, no traceback."""
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def generator(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - every failure must reach the user as a message
+                _raise_readable(exc, fn.__name__)
+        return generator
+
+    @functools.wraps(fn)
+    def function(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001
+            _raise_readable(exc, fn.__name__)
+    return function
