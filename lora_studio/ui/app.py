@@ -11,6 +11,7 @@ tab needs a tokenizer or a model, so the page is up in seconds.
 from __future__ import annotations
 
 import gradio as gr
+
 from . import tab_chat, tab_data, tab_model, tab_params, tab_train
 from .dataset_view import sample_path
 from .form import ConfigForm

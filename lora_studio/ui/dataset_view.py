@@ -78,7 +78,8 @@ def doctor(records: list, config: RunConfig, renderer, lang: str):
     dedupe_note = (f"去重{'开' if config.dedupe else '关'}：去掉 {removed} 条" if zh
                    else f"dedupe {'on' if config.dedupe else 'off'}: {removed} removed")
     rows.append(("训练 / 验证" if zh else "Train / validation", f"{len(train)} / {len(val)} ({dedupe_note})"))
-    lines = ["| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
+    table = [f"| {k} | {v} |" for k, v in rows]
+    lines = [table[0], "|---|---|", *table[1:]]  # the record count heads the table
     for conflict in report.conflicts[:3]:
         records_text = ", ".join(str(i + 1) for i in conflict.records[:6])
         lines.append(f"\n- {'同问不同答' if zh else 'Conflict'}: 「{conflict.prompt[:40]}」 → "

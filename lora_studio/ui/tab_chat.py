@@ -6,9 +6,10 @@ the same base attaches it without reloading. Sampling settings and the seed are 
 
 from __future__ import annotations
 
-import gradio as gr
 from pathlib import Path
 from types import SimpleNamespace
+
+import gradio as gr
 
 from ..chat import ZHEN_HUAN_SYSTEM_PROMPT, Sampling, resolve_adapter_dir, run_config_for
 from ..config import RunConfig

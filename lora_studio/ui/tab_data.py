@@ -6,10 +6,11 @@ exactly what a run started now would train on: same files, template, system prom
 
 from __future__ import annotations
 
-import gradio as gr
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
+
+import gradio as gr
 
 from ..config import RunConfig
 from . import dataset_view as view

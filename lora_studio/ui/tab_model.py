@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import gradio as gr
 import html
 import json
 from pathlib import Path
 from types import SimpleNamespace
+
+import gradio as gr
 
 from ..catalog import find_entry, load_catalog
 from ..errors import ModelError
@@ -50,7 +51,8 @@ def model_facts(name: str, trust_remote_code: bool) -> str:
     else:
         rows.append(("on disk", "not downloaded yet · 尚未下载" if name != DEMO_MODEL
                      else "built on first use (about a minute) · 首次使用时自动构建"))
-    lines = ["| | |", "|---|---|"] + [f"| {k} | {html.escape(str(v))} |" for k, v in rows]
+    table = [f"| {k} | {html.escape(str(v))} |" for k, v in rows]
+    lines = [table[0], "|---|---|", *table[1:]]  # the model's name heads the table
     remote = (entry.needs_remote_code if entry else False) or bool(config and config.get("auto_map"))
     if remote:
         lines.append("\n⚠️ **This model ships its own Python code** (remote code). "
@@ -141,9 +143,10 @@ def build(studio: Studio, form, i18n) -> SimpleNamespace:
     del fields
     ui.local = gr.Dataframe(headers=["name", "size", "complete", "folder"], label=i18n("model.local"),
                             interactive=False, wrap=True)
-    ui.catalog = gr.Dataframe(catalog_table(), headers=["model", "id", "parameters", "download GB",
-                                                         "train GB (bf16)", "remote code", "licence"],
-                              label=i18n("model.catalog"), interactive=False, wrap=True)
+    ui.catalog = gr.Dataframe(catalog_table(), headers=["model", "id", "params", "download GB",
+                                                         "train GB", "remote code", "licence"],
+                              label=i18n("model.catalog"), interactive=False, wrap=True,
+                              column_widths=["19%", "22%", "7%", "9%", "8%", "9%", "26%"])
     ui.timer = gr.Timer(1.0, active=False)
     return ui
 

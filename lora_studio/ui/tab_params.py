@@ -6,11 +6,11 @@ regenerated on every change, so what the page shows is always what a run would u
 
 from __future__ import annotations
 
-import gradio as gr
 import shlex
 from pathlib import Path
 from types import SimpleNamespace
 
+import gradio as gr
 import yaml
 
 from ..config import RunConfig, dump_yaml, fields_by_name, from_dict, load_yaml, save_yaml

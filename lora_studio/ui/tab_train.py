@@ -7,10 +7,11 @@ training goes on when the page is closed; a reloaded page rebuilds everything fr
 
 from __future__ import annotations
 
-import gradio as gr
 import html
 from pathlib import Path
 from types import SimpleNamespace
+
+import gradio as gr
 
 from ..errors import JobError
 from ..events import Failed, Finished, Log, Progress, read_events
