@@ -1,10 +1,12 @@
 """ChatEngine: one base model answers twice, as itself and with a LoRA adapter, side by side.
 
 The base weights are loaded once. Adapters are attached by name to the same model, so switching
-adapters never reloads the base; the base answer is computed under peft's `disable_adapter()`. Both
-answers stream token by token in lockstep, with the same sampling settings and the same seed (each
-pane has its own `torch.Generator`, so neither touches the global RNG a training run may be using),
-and stop on the chat template's end-of-turn tokens. Chat loads its own copy of the model: it never
+adapters never reloads the base. Both answers are decoded together, one forward pass per token with
+one row per answer: peft's mixed-adapter batch applies the adapter to the tuned row only (the base row
+is "__base__", what `disable_adapter()` computes), so the base weights are read once for both and the
+tuned answer comes as fast as the base one. Both answers stream token by token in lockstep, with the
+same sampling settings and the same seed (each pane has its own `torch.Generator`, so neither touches
+the global RNG a training run may be using), and stop on the chat template's end-of-turn tokens. Chat loads its own copy of the model: it never
 serves the object a training job is updating.
 """
 
@@ -53,7 +55,7 @@ class Comparison:
 
 
 class _Pane:
-    """Incremental decoding of one answer with its own KV cache and random generator."""
+    """One answer being decoded: its tokens, its random generator and its sampling rules."""
 
     def __init__(self, engine: "ChatEngine", prompt_ids: list[int], sampling: Sampling, use_adapter: bool):
         import torch
@@ -63,27 +65,23 @@ class _Pane:
         self.generator = torch.Generator(device=self.device).manual_seed(sampling.seed)
         self.ids = torch.tensor([prompt_ids], device=self.device)
         self.next_input = self.ids
-        self.cache = None
         self.new_ids: list[int] = []
         self.done = False
         self.stats = PaneStats()
         self.processors = _processors(sampling)
 
-    def step(self) -> None:
+    def accept(self, logits, seconds: float) -> None:
+        """Choose the next token from this pane's last-position logits (shape [1, vocab])."""
         import torch
 
         started = time.perf_counter()
-        with torch.inference_mode(), self.engine.adapter_context(self.use_adapter):
-            out = self.engine.model(input_ids=self.next_input, past_key_values=self.cache, use_cache=True)
-        self.cache = out.past_key_values
-        scores = self.processors(self.ids, out.logits[:, -1, :].float())
+        scores = self.processors(self.ids, logits.float())
         if self.sampling.temperature > 0:
-            probs = torch.softmax(scores, dim=-1)
-            token = torch.multinomial(probs, 1, generator=self.generator)
+            token = torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=self.generator)
         else:
             token = scores.argmax(dim=-1, keepdim=True)
         token_id = int(token)
-        self.stats.seconds += time.perf_counter() - started
+        self.stats.seconds += seconds + time.perf_counter() - started
         if token_id in self.engine.stop_token_ids:
             self.done = True
             return
@@ -97,6 +95,44 @@ class _Pane:
     def text(self) -> str:
         text = self.engine.tokenizer.decode(self.new_ids, skip_special_tokens=True)
         return text.rstrip("\ufffd") if not self.done else text  # hold back half a character
+
+
+class _Batch:
+    """Panes decoded by one forward pass per token, sharing one KV cache, one row per pane.
+
+    Both panes start from the same prompt and add one token per step, so their rows never need
+    padding. With an adapter, peft's mixed-adapter batches apply it to the tuned row only ("__base__"
+    for the other): the base weights are read once per token for both answers, and the tuned row costs
+    what the base row costs plus the small LoRA product. A pane that stops leaves the cache.
+    """
+
+    def __init__(self, engine: "ChatEngine", panes: list[_Pane], mixed: bool):
+        self.engine, self.panes, self.mixed = engine, panes, mixed
+        self.cache = None
+
+    def step(self) -> None:
+        import torch
+
+        live = [p for p in self.panes if not p.done]
+        if not live:
+            return
+        started = time.perf_counter()
+        kwargs = {}
+        if self.mixed:
+            kwargs["adapter_names"] = [self.engine.adapter_for(p.use_adapter) for p in live]
+            context = nullcontext()
+        else:  # one pane per batch: the adapter is switched around the call
+            context = self.engine.adapter_context(live[0].use_adapter)
+        with torch.inference_mode(), context:
+            out = self.engine.model(input_ids=torch.cat([p.next_input for p in live]),
+                                    past_key_values=self.cache, use_cache=True, **kwargs)
+        self.cache = out.past_key_values
+        seconds = time.perf_counter() - started  # each answer waited this long for its token
+        for row, pane in enumerate(live):
+            pane.accept(out.logits[row:row + 1, -1, :], seconds)
+        if any(p.done for p in live) and not all(p.done for p in live):
+            keep = [row for row, p in enumerate(live) if not p.done]
+            self.cache.batch_select_indices(torch.tensor(keep, device=live[0].device))
 
 
 def _processors(sampling: Sampling):
@@ -184,9 +220,27 @@ class ChatEngine:
         self.model.eval()
 
     def adapter_context(self, use_adapter: bool):
-        if self.active_adapter is None or use_adapter:
+        """Where the model answers as the base: an adapter attached but switched off counts too."""
+        from peft import PeftModel
+
+        if not isinstance(self.model, PeftModel) or (use_adapter and self.active_adapter is not None):
             return nullcontext()
         return self.model.disable_adapter()
+
+    def adapter_for(self, use_adapter: bool) -> str:
+        """The adapter name of a mixed batch's row: the active adapter, or peft's "__base__"."""
+        return self.active_adapter if use_adapter and self.active_adapter else "__base__"
+
+    def _batches(self, panes: list[_Pane]) -> list[_Batch]:
+        """One shared forward for all panes where peft can mix adapters in a batch, else one each."""
+        from peft import PeftModel
+
+        if not isinstance(self.model, PeftModel):
+            return [_Batch(self, panes, mixed=False)]  # no adapter attached: both answers are the base's
+        config = self.model.peft_config.get(self.active_adapter) if self.active_adapter else None
+        if config is not None and (getattr(config, "use_dora", False) or config.peft_type.value != "LORA"):
+            return [_Batch(self, [p], mixed=False) for p in panes]  # peft mixes plain LoRA only
+        return [_Batch(self, panes, mixed=True)]
 
     # --- answering -------------------------------------------------------------------------------
     def compare(self, messages: list[dict], system_prompt: str | None = None,
@@ -200,10 +254,10 @@ class ChatEngine:
             panes = {"base": _Pane(self, prompt, sampling, use_adapter=False),
                      "tuned": _Pane(self, prompt, sampling, use_adapter=True)}
             result = Comparison(stats={name: pane.stats for name, pane in panes.items()})
+            batches = self._batches(list(panes.values()))
             while not all(p.done for p in panes.values()):
-                for pane in panes.values():
-                    if not pane.done:
-                        pane.step()
+                for batch in batches:
+                    batch.step()
                 result.base, result.tuned = panes["base"].text(), panes["tuned"].text()
                 yield result
             result.done = True
