@@ -65,6 +65,7 @@ def timed(callback, record: dict):
 
 def tutorial_trainer(model, tok, data, steps: int, out: str, extra: list):
     """The tutorial's set-up: LoraConfig, enable_input_require_grads, TrainingArguments, Seq2Seq padding."""
+    import torch
     from peft import LoraConfig, TaskType, get_peft_model
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
@@ -77,7 +78,7 @@ def tutorial_trainer(model, tok, data, steps: int, out: str, extra: list):
                              logging_steps=1, num_train_epochs=3, save_steps=100, learning_rate=1e-4,
                              save_on_each_node=True, gradient_checkpointing=True,
                              # not in the tutorial: a CPU, a fixed number of steps, no console noise
-                             use_cpu=True, max_steps=steps, save_strategy="no", report_to=[],
+                             use_cpu=not torch.cuda.is_available(), max_steps=steps, save_strategy="no", report_to=[],
                              disable_tqdm=True, remove_unused_columns=False)
     collator = Recorder(DataCollatorForSeq2Seq(tokenizer=tok, padding=True))
     return Trainer(model=model, args=args, train_dataset=data, data_collator=collator, callbacks=extra), collator

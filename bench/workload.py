@@ -39,8 +39,10 @@ def index_shape(scale: int = 1) -> dict:
             "max_position_embeddings": C["max_position_embeddings"]}
 
 
-def build_model(shape: dict, seed: int = 0, dtype=None):
-    """A randomly initialised LlamaForCausalLM of `shape` (Index is Llama once its head is normalised)."""
+def build_model(shape: dict, seed: int = 0, dtype=None, device: str = "cpu"):
+    """A randomly initialised LlamaForCausalLM of `shape` (Index is Llama once its head is normalised).
+
+    Built directly on `device` in `dtype` (a 2B model initialised on a CPU takes minutes)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -49,15 +51,15 @@ def build_model(shape: dict, seed: int = 0, dtype=None):
                          rope_parameters={"rope_type": "default", "rope_theta": shape["rope_theta"]},
                          tie_word_embeddings=False, use_cache=False, pad_token_id=0,
                          attn_implementation="sdpa")
-    model = LlamaForCausalLM(config)
-    return model.to(dtype) if dtype is not None else model
+    with torch.device(device):
+        return LlamaForCausalLM._from_config(config, dtype=dtype or torch.float32)
 
 
-def tokenizer():
+def tokenizer(path: Path = TOKENIZER):
     """The Qwen2 BPE tokenizer with Index's special tokens; <unk> pads, </s> ends a turn."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(TOKENIZER))
+    tok = AutoTokenizer.from_pretrained(str(path))
     tok.add_special_tokens({"additional_special_tokens": ["<unk>", "</s>", "reserved_0", "reserved_1"]})
     tok.pad_token, tok.eos_token = "<unk>", "</s>"
     return tok
