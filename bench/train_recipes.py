@@ -76,7 +76,7 @@ def tutorial_trainer(model, tok, data, steps: int, out: str, extra: list):
     model = get_peft_model(model, lora)
     args = TrainingArguments(output_dir=out, per_device_train_batch_size=4, gradient_accumulation_steps=4,
                              logging_steps=1, num_train_epochs=3, save_steps=100, learning_rate=1e-4,
-                             save_on_each_node=True, gradient_checkpointing=True,
+                             save_on_each_node=True, activation_checkpointing=True,  # its gradient_checkpointing
                              # not in the tutorial: a CPU, a fixed number of steps, no console noise
                              use_cpu=not torch.cuda.is_available(), max_steps=steps, save_strategy="no", report_to=[],
                              disable_tqdm=True, remove_unused_columns=False)

@@ -144,7 +144,7 @@ def _follow(job) -> int:
                 bar.set_postfix({k: v for k, v in (("loss", event.loss),
                                  ("tok/s", event.tokens_per_second)) if v is not None}, refresh=False)
                 bar.refresh()
-            elif isinstance(event, Log):
+            elif isinstance(event, Log) and show:  # under torchrun rank 0 speaks for all
                 bar.write(event.message)
             elif isinstance(event, (Finished, Failed)):
                 end = event

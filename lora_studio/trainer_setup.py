@@ -129,8 +129,8 @@ def training_arguments(config: RunConfig, output_dir: Path, gradient_checkpointi
         per_device_train_batch_size=config.per_device_train_batch_size,
         per_device_eval_batch_size=config.per_device_train_batch_size,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
-        gradient_checkpointing=gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if gradient_checkpointing else None,
+        activation_checkpointing=gradient_checkpointing,  # transformers 5's name for it
+        activation_checkpointing_kwargs={"use_reentrant": False} if gradient_checkpointing else None,
         lr_scheduler_type=config.lr_scheduler_type,
         warmup_steps=config.warmup_steps if config.warmup_steps < 1 else int(config.warmup_steps),
         weight_decay=config.weight_decay,

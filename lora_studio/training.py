@@ -21,7 +21,7 @@ from pathlib import Path
 from .config import RunConfig, load_yaml, save_yaml
 from .errors import JobError, StudioError
 from .events import EventLog, Failed, Finished, Log
-from .runs import create_run_dir, latest_checkpoint
+from .runs import create_run_dir, latest_checkpoint, read_run
 
 ACTIVE_STATES = ("pending", "running", "stopping")
 
@@ -51,6 +51,10 @@ class TrainingJob:
         if not (run_dir / "config.yaml").is_file():
             raise JobError("not a run directory (no config.yaml)", str(run_dir),
                            "Pick a folder under the workspace's runs/.")
+        info = read_run(run_dir)
+        if info.status == "completed":
+            raise JobError(f"this run already completed all {info.step} steps", str(run_dir),
+                           "Start a new run (with more epochs or max_steps) to train further.")
         if latest_checkpoint(run_dir) is None:
             raise JobError("this run saved no checkpoint to resume from", str(run_dir),
                            "Start a new run, or use a smaller save_steps next time.")
@@ -160,7 +164,7 @@ class TrainingJob:
             model=model, args=training_arguments(self.config, self.run_dir / "checkpoints", checkpointing,
                                                  data.eval is not None),
             train_dataset=data.train, eval_dataset=data.eval, data_collator=collator,
-            processing_class=loaded.tokenizer, callbacks=[callback, *self.extra_callbacks])
+            processing_class=loaded.tokenizer, callbacks=[*self.extra_callbacks, callback])  # ours last: it sees a stop asked for by any other
         checkpoint = latest_checkpoint(self.run_dir) if self.resuming else None
         result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         if trainer.is_world_process_zero():
