@@ -78,8 +78,8 @@ def _resolve(host: str, port: int, timeout: float) -> tuple:
     def lookup() -> None:
         try:
             result.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][4])
-        except OSError as exc:
-            result.append(exc)
+        except Exception as exc:  # noqa: BLE001 - whatever the resolver raises, the caller gets an OSError
+            result.append(exc if isinstance(exc, OSError) else OSError(f"resolving {host} failed: {exc}"))
         done.set()
 
     threading.Thread(target=lookup, name="hub-dns-check", daemon=True).start()
