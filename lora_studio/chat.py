@@ -244,17 +244,25 @@ class ChatEngine:
 
     # --- answering -------------------------------------------------------------------------------
     def compare(self, messages: list[dict], system_prompt: str | None = None,
-                sampling: Sampling | None = None) -> Iterator[Comparison]:
-        """Stream the base and the tuned answer to the same conversation, token by token."""
+                sampling: Sampling | None = None, base_messages: list[dict] | None = None) -> Iterator[Comparison]:
+        """Stream the base and the tuned answer to the same conversation, token by token.
+
+        In a multi-turn chat each pane continues its own conversation: `base_messages` holds the base
+        pane's (the same user turns, the base model's own earlier answers); by default both share one.
+        """
         sampling = sampling or Sampling()
         if self.model is None:
             raise ModelError("no base model is loaded", "chat", "Load a model first.")
         prompt = self.renderer.encode_prompt(messages, system_prompt)
+        base_prompt = self.renderer.encode_prompt(base_messages, system_prompt) if base_messages else prompt
         with self.lock:
-            panes = {"base": _Pane(self, prompt, sampling, use_adapter=False),
+            panes = {"base": _Pane(self, base_prompt, sampling, use_adapter=False),
                      "tuned": _Pane(self, prompt, sampling, use_adapter=True)}
             result = Comparison(stats={name: pane.stats for name, pane in panes.items()})
-            batches = self._batches(list(panes.values()))
+            if base_prompt == prompt:
+                batches = self._batches(list(panes.values()))
+            else:  # rows of different lengths would need padding: decode the panes in turn instead
+                batches = [_Batch(self, [pane], mixed=False) for pane in panes.values()]
             while not all(p.done for p in panes.values()):
                 for batch in batches:
                     batch.step()
@@ -264,10 +272,10 @@ class ChatEngine:
             yield result
 
     def answer(self, messages: list[dict], system_prompt: str | None = None,
-               sampling: Sampling | None = None) -> tuple[str, str]:
+               sampling: Sampling | None = None, base_messages: list[dict] | None = None) -> tuple[str, str]:
         """Both final answers at once (the CLI and tests use this)."""
         final = Comparison()
-        for final in self.compare(messages, system_prompt, sampling):
+        for final in self.compare(messages, system_prompt, sampling, base_messages):
             pass
         return final.base, final.tuned
 

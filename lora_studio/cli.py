@@ -180,14 +180,19 @@ def _chat(args) -> int:
     sampling = Sampling(args.max_new_tokens, args.temperature, args.top_p, args.top_k,
                         args.repetition_penalty, args.seed)
     prompts = [args.prompt] if args.prompt is not None else _interactive_prompts()
+    base_talk: list[dict] = []
+    tuned_talk: list[dict] = []  # interactively, each side continues its own conversation
     for prompt in prompts:
-        base, tuned = engine.answer([{"role": "user", "content": prompt}], system, sampling)
+        turn = {"role": "user", "content": prompt}
+        base, tuned = engine.answer(tuned_talk + [turn], system, sampling, base_messages=base_talk + [turn])
         print_side_by_side(prompt, base, tuned)
+        base_talk += [turn, {"role": "assistant", "content": base}]
+        tuned_talk += [turn, {"role": "assistant", "content": tuned}]
     return 0
 
 
 def _interactive_prompts():
-    print("Type a message (empty line or Ctrl-D to quit).")
+    print("Type a message (empty line or Ctrl-D to quit); both sides remember the conversation.")
     while True:
         try:
             line = input("> ").strip()

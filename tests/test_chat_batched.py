@@ -51,3 +51,18 @@ def test_without_an_adapter_both_panes_are_the_base_model(demo_model_dir, tmp_pa
     messages = [{"role": "user", "content": "你是谁？"}]
     base, tuned = engine.answer(messages, sampling=greedy)
     assert base == tuned == alone(engine, engine.renderer.encode_prompt(messages), False, 16)
+
+
+def test_in_a_second_turn_each_pane_continues_its_own_conversation(demo_model_dir, tmp_path):
+    engine = ChatEngine()
+    engine.load_base(RunConfig(model_name_or_path=str(demo_model_dir)))
+    engine.set_adapter(random_adapter(demo_model_dir, tmp_path / "adapter"))
+    greedy = Sampling(max_new_tokens=16, temperature=0, repetition_penalty=1.0)
+    first = [{"role": "user", "content": "你是谁？"}]
+    base_1, tuned_1 = engine.answer(first, sampling=greedy)
+    follow_up = {"role": "user", "content": "皇上今日去了哪里？"}
+    base_talk = first + [{"role": "assistant", "content": base_1}, follow_up]
+    tuned_talk = first + [{"role": "assistant", "content": tuned_1}, follow_up]
+    base_2, tuned_2 = engine.answer(tuned_talk, sampling=greedy, base_messages=base_talk)
+    assert base_2 == alone(engine, engine.renderer.encode_prompt(base_talk), False, 16)
+    assert tuned_2 == alone(engine, engine.renderer.encode_prompt(tuned_talk), True, 16)

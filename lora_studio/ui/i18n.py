@@ -69,7 +69,7 @@ TEXTS = {
     "train.loss": ("Loss", "损失"),
     "train.log": ("Log", "日志"),
     "train.history": ("Runs", "运行记录"),
-    "train.run": ("Run", "运行"),
+    "train.run": ("Run to resume (stopped or interrupted, with a checkpoint)", "要继续的运行（已停止或中断且有检查点）"),
     "train.refresh": ("Refresh", "刷新"),
     # chat tab
     "chat.adapter": ("Adapter (a run or one of its checkpoints)", "适配器（某次运行或其检查点）"),

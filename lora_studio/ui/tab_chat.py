@@ -103,11 +103,11 @@ def wire(studio: Studio, ui: SimpleNamespace) -> None:
             gr.Warning(say("msg.no_adapter", language_of(request, studio.lang)))
         sampling = Sampling(int(max_new_tokens or 1), float(temperature), float(top_p), int(top_k or 0),
                             float(repetition_penalty), int(seed or 0))
-        # the engine takes one conversation; the tuned pane's is the persona being evaluated
-        conversation = flatten(tuned_history) + [{"role": "user", "content": message}]
-        base = list(base_history or []) + [{"role": "user", "content": message}]
-        tuned = list(tuned_history or []) + [{"role": "user", "content": message}]
-        for result in studio.chat.compare(conversation, system, sampling):
+        # each pane continues its own conversation: the same questions, its own earlier answers
+        turn = {"role": "user", "content": message}
+        base = list(base_history or []) + [turn]
+        tuned = list(tuned_history or []) + [turn]
+        for result in studio.chat.compare(flatten(tuned), system, sampling, base_messages=flatten(base)):
             yield ("", base + [{"role": "assistant", "content": result.base}],
                    tuned + [{"role": "assistant", "content": result.tuned}])
 

@@ -20,7 +20,8 @@ from .i18n import language_of, say
 from .state import Studio, guarded
 
 LOG_LINES = 14
-SMOOTHING = 0.8  # exponential moving average weight, as TensorBoard's slider
+SMOOTHING = 0.6  # TensorBoard's default: a debiased exponential moving average
+RAW, SMOOTHED = "raw 原始", "smoothed 平滑"
 
 
 def current(studio: Studio) -> tuple[Path | None, list, str]:
@@ -38,12 +39,13 @@ def loss_frame(events: list):
     """Raw and smoothed loss by step, for gr.LinePlot."""
     import pandas as pd
 
-    rows, smooth = [], None
+    rows, average, weight = [], 0.0, 1.0
     for event in events:
         if isinstance(event, Progress) and event.loss is not None:
-            smooth = event.loss if smooth is None else SMOOTHING * smooth + (1 - SMOOTHING) * event.loss
-            rows.append({"step": event.step, "loss": event.loss, "series": "raw"})
-            rows.append({"step": event.step, "loss": round(smooth, 5), "series": "smoothed"})
+            average = SMOOTHING * average + (1 - SMOOTHING) * event.loss
+            weight *= SMOOTHING  # dividing by 1 - weight removes the pull towards the zero start
+            rows.append({"step": event.step, "loss": event.loss, "series": RAW})
+            rows.append({"step": event.step, "loss": round(average / (1 - weight), 5), "series": SMOOTHED})
     return pd.DataFrame(rows, columns=["step", "loss", "series"])
 
 
@@ -109,15 +111,14 @@ def build(studio: Studio, i18n) -> SimpleNamespace:
     with gr.Row():
         ui.start = gr.Button(i18n("train.start"), variant="primary", elem_id="train-start")
         ui.stop = gr.Button(i18n("train.stop"), variant="stop", elem_id="train-stop")
-        ui.resume_run = gr.Dropdown([], label=i18n("train.run"), show_label=False, container=False,
-                                    allow_custom_value=False, scale=2)
+        ui.resume_run = gr.Dropdown([], label=i18n("train.run"), allow_custom_value=False, scale=2)
         ui.resume = gr.Button(i18n("train.resume"), elem_id="train-resume")
     ui.notice = gr.Markdown(elem_id="train-notice")
     ui.status = gr.HTML(label=i18n("train.status"), elem_id="train-status")
     with gr.Row():
-        ui.plot = gr.LinePlot(x="step", y="loss", color="series", label=i18n("train.loss"), height=300,
+        ui.plot = gr.LinePlot(x="step", y="loss", color="series", label=i18n("train.loss"), height=360,
                               elem_id="loss-plot", scale=3,
-                              color_map={"raw": "#9ecae1", "smoothed": "#d6604d"})
+                              color_map={RAW: "#9ecae1", SMOOTHED: "#d6604d"})
         ui.log = gr.Textbox(label=i18n("train.log"), lines=LOG_LINES, max_lines=LOG_LINES, interactive=False,
                             autoscroll=True, elem_id="train-log", scale=2)
     ui.runs = gr.Dataframe(headers=["run", "status", "step", "loss", "model", "adapters"],
