@@ -16,6 +16,7 @@ import math
 import os
 import random
 import shutil
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -80,9 +81,13 @@ def is_complete(path: Path, recipe: DemoRecipe | None = None) -> bool:
     return built.get("recipe") == asdict(recipe) and (Path(path) / "model.safetensors").is_file()
 
 
-def ensure_demo_model() -> Path:
-    """The demo model's folder in the workspace, built first if it is missing."""
-    return build_demo_model()
+_BUILDING = threading.Lock()  # the studio warms it up in one thread while a page may ask in another
+
+
+def ensure_demo_model(progress: Callable[[str], None] | None = None) -> Path:
+    """The demo model's folder in the workspace, built first if it is missing (once per process)."""
+    with _BUILDING:
+        return build_demo_model(progress=progress)
 
 
 def build_demo_model(dest: Path | None = None, force: bool = False,

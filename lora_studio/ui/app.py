@@ -74,8 +74,11 @@ def build_app(studio: Studio):
         demo.load(params_ui.on_settings_change, [params_ui.preset, *form.inputs()],
                   [params_ui.yaml, params_ui.cli], api_visibility="private")
         demo.load(chat_ui.on_refresh_click, chat_ui.adapter, chat_ui.adapter, api_visibility="private")
-        # the table and doctor need the tokenizer (the demo model is built on first use): after the page is up
-        demo.load(data_ui.on_load_click, form.inputs(),
+        # the table first; the doctor and inspector need the tokenizer (on a first start the demo
+        # model is still being built then), so they follow once it is there
+        demo.load(data_ui.on_records_load, [data_ui.page, *form.inputs()],
+                  [data_ui.table, data_ui.page, data_ui.pages], api_visibility="private").then(
+            data_ui.on_load_click, form.inputs(),
                   [data_ui.table, data_ui.page, data_ui.pages, data_ui.doctor, data_ui.histogram],
                   api_visibility="private").then(
             data_ui.on_inspect_click, [data_ui.record, *form.inputs()], [data_ui.tokens, data_ui.summary],

@@ -6,6 +6,7 @@ Parsing and the share/auth policy live here; building and launching the app is a
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -59,5 +60,24 @@ def run(args) -> int:
     demo = build_app(studio)
     print(f"LoRA Studio: workspace {studio.workspace} (built in {time.perf_counter() - started:.1f} s)",
           flush=True)
+    warm_up_demo_model()
     launch(demo, studio, host=args.host, port=args.port, share=args.share, auth=auth)
     return 0
+
+
+def warm_up_demo_model() -> None:
+    """On a first start, build the demo model in the background while the page opens."""
+    from ..demo_model import demo_model_path, ensure_demo_model, is_complete
+    from ..errors import StudioError
+
+    if is_complete(demo_model_path()):
+        return
+
+    def build() -> None:
+        print("Building the built-in demo model (first start only, about 20 s)...", flush=True)
+        try:
+            print(f"Demo model ready: {ensure_demo_model()}", flush=True)
+        except StudioError as exc:
+            print(f"The demo model could not be built: {exc}", flush=True)
+
+    threading.Thread(target=build, name="demo-model-warm-up", daemon=True).start()

@@ -123,4 +123,5 @@ def wire(studio: Studio, ui: SimpleNamespace, form) -> None:
         on_load_click, settings, [ui.table, ui.page, ui.pages, ui.doctor, ui.histogram],
         api_visibility="private")
     ui.on_load_click = on_load_click
+    ui.on_records_load = on_page_change  # the table alone needs no tokenizer: the page opens with it
     ui.on_inspect_click = on_inspect_click
