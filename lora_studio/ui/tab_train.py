@@ -21,7 +21,7 @@ from .state import Studio, guarded
 
 LOG_LINES = 14
 SMOOTHING = 0.6  # TensorBoard's default: a debiased exponential moving average
-RAW, SMOOTHED = "raw 原始", "smoothed 平滑"
+CURVE, RAW, SMOOTHED = "curve 曲线", "raw 原始", "smoothed 平滑"  # the legend's title and entries
 
 
 def current(studio: Studio) -> tuple[Path | None, list, str]:
@@ -44,9 +44,9 @@ def loss_frame(events: list):
         if isinstance(event, Progress) and event.loss is not None:
             average = SMOOTHING * average + (1 - SMOOTHING) * event.loss
             weight *= SMOOTHING  # dividing by 1 - weight removes the pull towards the zero start
-            rows.append({"step": event.step, "loss": event.loss, "series": RAW})
-            rows.append({"step": event.step, "loss": round(average / (1 - weight), 5), "series": SMOOTHED})
-    return pd.DataFrame(rows, columns=["step", "loss", "series"])
+            rows.append({"step": event.step, "loss": event.loss, CURVE: RAW})
+            rows.append({"step": event.step, "loss": round(average / (1 - weight), 5), CURVE: SMOOTHED})
+    return pd.DataFrame(rows, columns=["step", "loss", CURVE])
 
 
 def status_html(run_dir: Path | None, events: list, state: str, lang: str) -> str:
@@ -116,7 +116,8 @@ def build(studio: Studio, i18n) -> SimpleNamespace:
     ui.notice = gr.Markdown(elem_id="train-notice")
     ui.status = gr.HTML(label=i18n("train.status"), elem_id="train-status")
     with gr.Row():
-        ui.plot = gr.LinePlot(x="step", y="loss", color="series", label=i18n("train.loss"), height=360,
+        # no fixed height: with one, Gradio clips the legend off the bottom
+        ui.plot = gr.LinePlot(x="step", y="loss", color=CURVE, label=i18n("train.loss"),
                               elem_id="loss-plot", scale=3,
                               color_map={RAW: "#9ecae1", SMOOTHED: "#d6604d"})
         ui.log = gr.Textbox(label=i18n("train.log"), lines=LOG_LINES, max_lines=LOG_LINES, interactive=False,
@@ -133,13 +134,16 @@ def wire(studio: Studio, ui: SimpleNamespace, form) -> None:
 
     def on_timer_tick(cursor, request: gr.Request):
         run_dir, events, state = current(studio)
-        mark = (str(run_dir), len(events), state)
-        if mark == cursor:
+        losses = sum(isinstance(e, Progress) and e.loss is not None for e in events)
+        mark = (str(run_dir), len(events), state, losses)
+        if mark == tuple(cursor or ()):
             return [gr.update()] * (len(outputs) - 1) + [cursor]
         active = run_dir if studio.slot.job is not None and studio.slot.job.is_active else None
         lang = language_of(request, studio.lang)
-        return (status_html(run_dir, events, state, lang), loss_frame(events), log_tail(events),
-                runs_table(active), gr.update(choices=resumable(active)), mark)
+        # the plot is redrawn only when a loss point is added, not on every step
+        same_plot = cursor is not None and tuple(cursor)[0] == mark[0] and tuple(cursor)[3] == losses
+        return (status_html(run_dir, events, state, lang), gr.update() if same_plot else loss_frame(events),
+                log_tail(events), runs_table(active), gr.update(choices=resumable(active)), mark)
 
     @guarded
     def on_start_click(request: gr.Request, *values):
