@@ -77,8 +77,8 @@ def measure(mode: str, adapter: str, tokens: int) -> dict:
         ids, cache, started = torch.tensor([prompt]), None, time.perf_counter()
         with torch.inference_mode():
             for _ in range(tokens):
-                out = model(input_ids=ids, past_key_values=cache, use_cache=True)
-                cache, ids = out.past_key_values, out.logits[:, -1:].argmax(-1)
+                out = model(input_ids=ids, cache=cache, use_cache=True)
+                cache, ids = out.cache, out.logits[:, -1:].argmax(-1)
         result["base_tps"] = tokens / (time.perf_counter() - started)
     else:
         engine = ChatEngine()

@@ -124,9 +124,9 @@ class _Batch:
         else:  # one pane per batch: the adapter is switched around the call
             context = self.engine.adapter_context(live[0].use_adapter)
         with torch.inference_mode(), context:
-            out = self.engine.model(input_ids=torch.cat([p.next_input for p in live]),
-                                    past_key_values=self.cache, use_cache=True, **kwargs)
-        self.cache = out.past_key_values
+            kwargs[self.engine.cache_argument] = self.cache
+            out = self.engine.model(input_ids=torch.cat([p.next_input for p in live]), use_cache=True, **kwargs)
+        self.cache = out[self.engine.cache_argument]
         seconds = time.perf_counter() - started  # each answer waited this long for its token
         for row, pane in enumerate(live):
             pane.accept(out.logits[row:row + 1, -1, :], seconds)
@@ -163,6 +163,7 @@ class ChatEngine:
         self.base_key: tuple | None = None
         self.adapters: dict[str, str] = {}   # adapter folder -> adapter name in the model
         self.active_adapter: str | None = None
+        self.cache_argument = "cache"
         self.lock = threading.Lock()
 
     # --- loading ---------------------------------------------------------------------------------
@@ -180,6 +181,9 @@ class ChatEngine:
             self.model, self.tokenizer, self.renderer = loaded.model, loaded.tokenizer, loaded.renderer
             self.stop_token_ids = loaded.renderer.stop_token_ids
             self.base_key, self.adapters, self.active_adapter = key, {}, None
+            # transformers 5 calls the KV cache `cache`; a model's own remote code may still want the old name
+            native = type(loaded.model).__module__.startswith("transformers.")
+            self.cache_argument = "cache" if native else "past_key_values"
 
     def load_run(self, adapter_dir: Path) -> None:
         """Load the base model a run was trained on (if not loaded yet) and attach its adapter."""
