@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from .errors import StudioError
@@ -80,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     if "studio" in commands and (not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help"))):
         argv = ["studio", *argv]  # plain `python studio.py [--port ...]` opens the web studio
     args = parser.parse_args(argv)
+    if not os.environ.get("LORA_STUDIO_DEBUG"):
+        # deprecation notices between transformers, peft and torch are for their developers, not users
+        warnings.filterwarnings("ignore", category=FutureWarning)
     if args.command is None:
         parser.print_help()
         return 0
@@ -139,7 +143,10 @@ def _follow(job) -> int:
         for event in job.events.since(seen):
             seen += 1
             if isinstance(event, Progress):
-                bar.total = event.total_steps
+                if bar.total is None:  # the first step: start the clock now, not while the model loaded
+                    bar.reset(total=event.total_steps)
+                    bar.update(event.step - 1)  # a resumed run starts at its checkpoint's step
+                    bar.last_print_n = bar.n
                 bar.n = event.step
                 bar.set_postfix({k: v for k, v in (("loss", event.loss),
                                  ("tok/s", event.tokens_per_second)) if v is not None}, refresh=False)

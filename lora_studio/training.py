@@ -165,6 +165,9 @@ class TrainingJob:
                                                  data.eval is not None),
             train_dataset=data.train, eval_dataset=data.eval, data_collator=collator,
             processing_class=loaded.tokenizer, callbacks=[*self.extra_callbacks, callback])  # ours last: it sees a stop asked for by any other
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)  # our Log events already carry every logged value
         checkpoint = latest_checkpoint(self.run_dir) if self.resuming else None
         result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         if trainer.is_world_process_zero():

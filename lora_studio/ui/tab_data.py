@@ -46,7 +46,7 @@ def build(studio: Studio, form, i18n, config: RunConfig) -> SimpleNamespace:
         with gr.Column(scale=2):
             ui.doctor = gr.Markdown(label=i18n("data.doctor"), elem_id="data-doctor")
             ui.histogram = gr.BarPlot(x="tokens", y="records", color="cutoff", label=i18n("data.histogram"),
-                                      height=220, elem_id="data-histogram", x_label_angle=-30,
+                                      elem_id="data-histogram", x_label_angle=-30,
                                       color_map={"fits": "#6fbf73", "不截断": "#6fbf73",
                                                  "partly truncated": "#e0b050", "部分截断": "#e0b050",
                                                  "truncated": "#d9534f", "截断": "#d9534f"})
