@@ -114,3 +114,44 @@ def list_runs(active: Path | None = None) -> list[RunInfo]:
     runs = [read_run(p, running=active is not None and p.resolve() == Path(active).resolve())
             for p in root.iterdir() if p.is_dir()]
     return sorted(runs, key=lambda r: r.started, reverse=True)
+
+
+# What decides how long one optimizer step takes; a past run with the same values times a new one.
+PACE_KEYS = ("model_name_or_path", "per_device_train_batch_size", "gradient_accumulation_steps",
+             "cutoff_len", "gradient_checkpointing", "padding_free", "dtype")
+
+
+def measured_pace(config: RunConfig) -> tuple[float, str] | None:
+    """(seconds per optimizer step, run name) from the newest run trained like `config`, if any.
+
+    The pace is taken between the first and the last step of that run's latest session, so model
+    loading and the first, slower step do not count. A running job's events.jsonl counts as well.
+    """
+    from .config import load_yaml
+    from .errors import ConfigError
+
+    for run in list_runs():
+        try:
+            past = load_yaml(run.path / "config.yaml")
+        except (ConfigError, OSError):
+            continue
+        if any(getattr(past, key) != getattr(config, key) for key in PACE_KEYS):
+            continue
+        events = read_events(run.path / "events.jsonl")
+        pace = _session_pace([e for e in events if isinstance(e, Progress)])
+        if pace:
+            return pace, run.name
+    return None
+
+
+def _session_pace(progress: list[Progress]) -> float | None:
+    if len(progress) < 3:
+        return None
+    first = len(progress) - 1
+    while first > 0 and progress[first - 1].step < progress[first].step \
+            and progress[first - 1].elapsed <= progress[first].elapsed:
+        first -= 1  # walk back while the steps and the clock both rise: one session
+    start, end = progress[first], progress[-1]
+    if end.step - start.step < 2:
+        return None
+    return (end.elapsed - start.elapsed) / (end.step - start.step)

@@ -170,3 +170,13 @@ def test_job_state_machine(demo_model_dir, workspace, tmp_path):
     (fresh / "config.yaml").write_bytes((job.run_dir / "config.yaml").read_bytes())
     with pytest.raises(JobError, match="no checkpoint"):
         TrainingJob.resume(fresh)
+
+
+def test_a_past_run_times_the_next_one_like_it(trained_run, demo_model_dir, monkeypatch):
+    from lora_studio.runs import measured_pace
+
+    monkeypatch.setenv("LORA_STUDIO_HOME", str(trained_run.run_dir.parent.parent))
+    pace, run = measured_pace(palace_config(demo_model_dir, max_steps=1000, learning_rate=1e-4))
+    progress = [e for e in read_events(trained_run.run_dir / "events.jsonl") if isinstance(e, Progress)]
+    assert run == "palace" and 0 < pace < progress[-1].elapsed / 299  # the slow first step is left out
+    assert measured_pace(palace_config(demo_model_dir, per_device_train_batch_size=2)) is None

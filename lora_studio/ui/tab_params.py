@@ -65,8 +65,9 @@ def _display_path(path: Path) -> str:
         return str(path)
 
 
-def preflight_text(config: RunConfig, job) -> str:
+def preflight_text(config: RunConfig) -> str:
     from ..estimate import model_config_for, preflight
+    from ..runs import measured_pace
     from ..trainer_setup import select_records
 
     model_config, where = model_config_for(config)
@@ -74,22 +75,16 @@ def preflight_text(config: RunConfig, job) -> str:
     report = preflight(config, model_config, len(train))
     report.model = where
     text = report.to_text()
-    pace = seconds_per_step(job)
-    if pace and report.total_steps:
-        text += (f"\nETA at the last run's pace ({pace:.2f} s/step on this machine): "
-                 f"about {_minutes(pace * report.total_steps)} · 按上次运行的速度预计 {_minutes(pace * report.total_steps)}")
+    timed = measured_pace(config)
+    if timed and report.total_steps:
+        pace, run = timed
+        eta = _minutes(pace * report.total_steps)
+        text += (f"\nETA: about {eta} at the pace of run {run} ({pace:.2f} s/step on this machine)"
+                 f" · 按运行 {run} 的速度预计约 {eta}")
     else:
-        text += "\nETA: shown once a run has timed a few steps · 训练计时几步后给出预计时间"
+        text += ("\nETA: shown once a run with this model, batch size and cutoff has timed a few steps"
+                 " · 用相同模型、批大小和截断长度训练几步后给出预计时间")
     return text
-
-
-def seconds_per_step(job) -> float | None:
-    from ..events import Progress
-
-    if job is None:
-        return None
-    last = job.events.last(Progress)
-    return last.elapsed / last.step if last and last.step else None
 
 
 def _minutes(seconds: float) -> str:
@@ -155,7 +150,7 @@ def wire(studio: Studio, ui: SimpleNamespace, form) -> None:
 
     @guarded
     def on_estimate_click(*values):
-        return preflight_text(form.to_config(values), studio.slot.job)
+        return preflight_text(form.to_config(values))
 
     gr.on([w.change for w in settings] + [ui.preset.change], on_settings_change, [ui.preset, *settings],
           [ui.yaml, ui.cli], show_progress="hidden", api_name="settings_yaml")
