@@ -81,8 +81,11 @@ def test_load_and_inspect_dataset(studio):
     assert len(rows) == 20 and rows[0][2] == "你是谁？" and "甄嬛" in rows[0][3]
     assert page == 1 and pages == "/ 6"
     assert "| Records | 102 |" in doctor and "Longer than cutoff_len 256" in doctor
-    bars = histogram.get("value", histogram)["data"]  # an update: the plot also gets its bin order
+    bars = histogram["data"]
     assert sum(row[1] for row in bars) == 102
+    labels = list(dict.fromkeys(row[0] for row in bars))
+    assert labels == sorted(labels)  # the plot orders its bars alphabetically: that must be by length
+    assert {row[2] for row in bars} == {"fits", "partly truncated", "truncated"}  # a fixed colour legend
 
     segments, summary = client.predict(1, *settings(), api_name="/inspect_record")
     trained = "".join(s["token"] for s in segments if s["class_or_confidence"] == "trained · 训练")

@@ -63,6 +63,16 @@ def shoot(page, lang: str, name: str):
     page.screenshot(path=str(SHOTS / f"{lang}-{NAMES.index(name) + 1}-{name}.png"), full_page=True)
 
 
+def truncated_pixels(png: bytes) -> int:
+    """How many pixels of a screenshot have the histogram's "truncated" red (#d9534f)."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    pixels = Image.open(BytesIO(png)).convert("RGB").getdata()
+    return sum(abs(r - 0xD9) < 12 and abs(g - 0x53) < 12 and abs(b - 0x4F) < 12 for r, g, b in pixels)
+
+
 def status_step(page) -> int:
     found = re.search(r"步 (\d+)/", page.inner_text("#train-status-text"))
     return int(found.group(1)) if found else 0
@@ -84,6 +94,17 @@ def test_whole_flow_in_a_browser(studio_url, browser):
     highlighted = page.locator("#inspector-tokens .token.highlighted")
     assert highlighted.count() > 10 and "臣妾" in "".join(highlighted.all_inner_texts())
     shoot(page, "zh", "data")
+
+    # a second load redraws the doctor's histogram: a cutoff inside the lengths paints bars red
+    red = {}
+    for cutoff in ("60", "256"):
+        page.locator("#field-cutoff_len input").fill(cutoff)
+        page.click("#data-load")
+        page.wait_for_function("c => (document.querySelector('#data-doctor')?.innerText || '')"
+                               ".includes('截断长度 ' + c)", arg=cutoff)
+        page.wait_for_timeout(1500)
+        red[cutoff] = truncated_pixels(page.locator("#data-histogram").screenshot())
+    assert red["60"] > 20 * max(red["256"], 50), red  # only the legend's swatch is red at 256
 
     # parameters: a short run
     open_tab(page, "zh", "params")

@@ -94,9 +94,16 @@ def histogram_rows(report, cutoff_len: int, lang: str) -> list[dict]:
     zh = lang == "zh"
     within, partly, over = (("不截断", "部分截断", "截断") if zh else ("fits", "partly truncated", "truncated"))
     rows = []
+    width = len(str(report.lengths.histogram[-1][0]))
     for start, end, count in report.lengths.histogram:
         where = within if end <= cutoff_len else over if start > cutoff_len else partly
-        rows.append({"tokens": f"{start}–{end}", "records": count, "cutoff": where})
+        # padded with spaces so that the plot's alphabetical order is the numeric one ("  0" < " 50" < "100")
+        rows.append({"tokens": f"{start:>{width}}–{end}", "records": count, "cutoff": where})
+    # every colour in every frame: the plot keeps the colour domain of the first frame it drew, so a
+    # later cutoff that truncates would otherwise draw its bars in no colour at all
+    present = {row["cutoff"] for row in rows}
+    rows += [{"tokens": rows[0]["tokens"], "records": 0, "cutoff": kind}
+             for kind in (within, partly, over) if kind not in present]
     return rows
 
 

@@ -74,9 +74,9 @@ def wire(studio: Studio, ui: SimpleNamespace, form) -> None:
         renderer = studio.renderer(config)
         markdown, bars = view.doctor(records, config, renderer, language_of(request, studio.lang))
         frame = pd.DataFrame(bars, columns=["tokens", "records", "cutoff"])
-        # bins are text labels: keep them in length order, not alphabetical
-        return (view.page_rows(records, 1), 1, f"/ {view.page_count(records)}", markdown,
-                gr.BarPlot(frame, sort=list(frame["tokens"])))
+        # a plain frame: Gradio 6.31 ignores a second update that also sets `sort` (the bins are
+        # labelled so that their alphabetical order is their numeric one)
+        return view.page_rows(records, 1), 1, f"/ {view.page_count(records)}", markdown, frame
 
     @guarded
     def on_page_change(page, *values):
