@@ -19,6 +19,13 @@ QWEN_TOKENIZER = SHARED / "tokenizers" / "qwen2-chatml"
 HUANHUAN = SHARED / "data" / "huanhuan.json"
 
 
+def pytest_report_header(config):
+    if not SHARED.is_dir():
+        return (f"WARNING: {SHARED} is missing: the tests that read the real Qwen2 tokenizer and Zhen Huan "
+                "data there will fail. Check the project out next to its shared/ folder.")
+    return f"shared material: {SHARED}"
+
+
 def pytest_configure(config):
     import torch
 

@@ -106,6 +106,15 @@ def test_whole_flow_in_a_browser(studio_url, browser):
         red[cutoff] = truncated_pixels(page.locator("#data-histogram").screenshot())
     assert red["60"] > 20 * max(red["256"], 50), red  # only the legend's swatch is red at 256
 
+    # a bad path is a message with a heading, not a traceback, and the page goes on working
+    files = page.get_by_label("数据文件")
+    files.fill("data/no-such-file.json")
+    page.click("#data-load")
+    page.get_by_text("数据有问题 · Dataset problem").first.wait_for()
+    page.get_by_text("no-such-file.json").first.wait_for()
+    assert "Traceback" not in page.content()
+    files.fill("data/huanhuan_sample.json")
+
     # parameters: a short run
     open_tab(page, "zh", "params")
     max_steps = page.locator("#field-max_steps input")

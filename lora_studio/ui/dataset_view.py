@@ -87,6 +87,10 @@ def doctor(records: list, config: RunConfig, renderer, lang: str):
     return "\n".join(lines), histogram_rows(report, config.cutoff_len, lang)
 
 
+# the histogram's columns, which the plot shows as its axis and legend titles
+LENGTH, COUNT, FITS = "tokens · token 数", "records · 条数", "cutoff · 截断"
+
+
 def histogram_rows(report, cutoff_len: int, lang: str) -> list[dict]:
     """Bars of the length histogram, coloured by whether their examples fit in cutoff_len."""
     if not report.lengths:
@@ -98,11 +102,11 @@ def histogram_rows(report, cutoff_len: int, lang: str) -> list[dict]:
     for start, end, count in report.lengths.histogram:
         where = within if end <= cutoff_len else over if start > cutoff_len else partly
         # padded with spaces so that the plot's alphabetical order is the numeric one ("  0" < " 50" < "100")
-        rows.append({"tokens": f"{start:>{width}}–{end}", "records": count, "cutoff": where})
+        rows.append({LENGTH: f"{start:>{width}}–{end}", COUNT: count, FITS: where})
     # every colour in every frame: the plot keeps the colour domain of the first frame it drew, so a
     # later cutoff that truncates would otherwise draw its bars in no colour at all
-    present = {row["cutoff"] for row in rows}
-    rows += [{"tokens": rows[0]["tokens"], "records": 0, "cutoff": kind}
+    present = {row[FITS] for row in rows}
+    rows += [{LENGTH: rows[0][LENGTH], COUNT: 0, FITS: kind}
              for kind in (within, partly, over) if kind not in present]
     return rows
 

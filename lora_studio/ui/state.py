@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..chat import ChatEngine
 from ..config import RunConfig, workspace
-from ..errors import StudioError
+from ..errors import ConfigError, DataError, HubError, JobError, ModelError, StudioError
 from ..training import JobSlot
 
 log = logging.getLogger("lora_studio.ui")
@@ -71,7 +71,21 @@ def _raise_readable(exc: BaseException, name: str):
     if not isinstance(exc, StudioError):
         log.error("handler %s failed:\n%s", name, traceback.format_exc())
     # gr.Error renders its message as HTML: escape file names and record text
-    raise gr.Error(html.escape(user_message(exc)), duration=None, print_exception=False) from None
+    raise gr.Error(html.escape(user_message(exc)), duration=None, title=error_title(exc),
+                   print_exception=False) from None
+
+
+ERROR_TITLES = {ConfigError: "设置有误 · Setting problem", DataError: "数据有问题 · Dataset problem",
+                ModelError: "模型问题 · Model problem", JobError: "训练任务 · Training job",
+                HubError: "下载失败 · Download failed"}
+
+
+def error_title(exc: BaseException) -> str:
+    """A bilingual heading for the message, by the kind of error (the message itself is English)."""
+    for kind, title in ERROR_TITLES.items():
+        if isinstance(exc, kind):
+            return title
+    return "出错了 · Error" if isinstance(exc, StudioError) else "内部错误 · Internal error"
 
 
 def guarded(fn):

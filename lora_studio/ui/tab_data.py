@@ -45,7 +45,7 @@ def build(studio: Studio, form, i18n, config: RunConfig) -> SimpleNamespace:
                 ui.next = gr.Button(i18n("data.next"), size="sm")
         with gr.Column(scale=2):
             ui.doctor = gr.Markdown(label=i18n("data.doctor"), elem_id="data-doctor")
-            ui.histogram = gr.BarPlot(x="tokens", y="records", color="cutoff", label=i18n("data.histogram"),
+            ui.histogram = gr.BarPlot(x=view.LENGTH, y=view.COUNT, color=view.FITS, label=i18n("data.histogram"),
                                       elem_id="data-histogram", x_label_angle=-30,
                                       color_map={"fits": "#6fbf73", "不截断": "#6fbf73",
                                                  "partly truncated": "#e0b050", "部分截断": "#e0b050",
@@ -73,7 +73,7 @@ def wire(studio: Studio, ui: SimpleNamespace, form) -> None:
         records = view.load(config)
         renderer = studio.renderer(config)
         markdown, bars = view.doctor(records, config, renderer, language_of(request, studio.lang))
-        frame = pd.DataFrame(bars, columns=["tokens", "records", "cutoff"])
+        frame = pd.DataFrame(bars, columns=[view.LENGTH, view.COUNT, view.FITS])
         # a plain frame: Gradio 6.31 ignores a second update that also sets `sort` (the bins are
         # labelled so that their alphabetical order is their numeric one)
         return view.page_rows(records, 1), 1, f"/ {view.page_count(records)}", markdown, frame
