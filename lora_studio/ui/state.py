@@ -71,7 +71,9 @@ def _raise_readable(exc: BaseException, name: str):
     if not isinstance(exc, StudioError):
         log.error("handler %s failed:\n%s", name, traceback.format_exc())
     # gr.Error renders its message as HTML: escape file names and record text
-    raise gr.Error(html.escape(user_message(exc)), duration=None, title=error_title(exc),
+    # Gradio 6.31's toast heads every error "Error" whatever the title: the heading goes first in the text
+    title = error_title(exc)
+    raise gr.Error(f"【{title}】 {html.escape(user_message(exc))}", duration=None, title=title,
                    print_exception=False) from None
 
 
