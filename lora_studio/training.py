@@ -134,6 +134,7 @@ class TrainingJob:
 
     def _train(self) -> tuple[str, int, float | None]:
         from transformers import Trainer
+        from transformers.trainer_callback import PrinterCallback
 
         from . import models
         from .estimate import lora_config
@@ -164,9 +165,8 @@ class TrainingJob:
             model=model, args=training_arguments(self.config, self.run_dir / "checkpoints", checkpointing,
                                                  data.eval is not None),
             train_dataset=data.train, eval_dataset=data.eval, data_collator=collator,
-            processing_class=loaded.tokenizer, callbacks=[*self.extra_callbacks, callback])  # ours last: it sees a stop asked for by any other
-        from transformers.trainer_callback import PrinterCallback
-
+            # ours runs last, so it sees a stop that any other callback asked for on this step
+            processing_class=loaded.tokenizer, callbacks=[*self.extra_callbacks, callback])
         trainer.remove_callback(PrinterCallback)  # our Log events already carry every logged value
         checkpoint = latest_checkpoint(self.run_dir) if self.resuming else None
         result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
