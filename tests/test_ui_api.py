@@ -190,3 +190,32 @@ def test_building_the_app_imports_no_ml_library():
             "build_app(Studio()); print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_model_tab_downloads_with_progress_and_errors(studio, demo_model_dir, tmp_path, monkeypatch):
+    from modelscope_hub.config import set_default_config
+
+    from .modelscope_server import FakeModelScope
+
+    client, state = studio
+    monkeypatch.setenv("MODELSCOPE_HOME", str(tmp_path / "modelscope-home"))
+    set_default_config(None)  # the client reads its settings once per process
+    try:
+        with FakeModelScope({"Owner/tiny": demo_model_dir}) as fake:
+            monkeypatch.setenv("MODELSCOPE_ENDPOINT", fake.url)
+            progress, _timer = client.predict("Owner/tiny", "modelscope", "", api_name="/download_model")
+            assert "Owner/tiny" in progress and "<progress" in progress
+            assert state.download.join(60) and state.download.state == "completed"
+            _choices, table = client.predict("Owner/tiny", api_name="/refresh_models")
+            assert ["Owner/tiny", "✓"] in [[row[0], row[2]] for row in table["data"]]  # listed, complete
+            facts = client.predict("Owner/tiny", False, api_name="/model_facts")
+            assert "llama" in facts and "2 × 64" in facts  # read from the downloaded config
+
+            client.predict("Owner/missing", "modelscope", "", api_name="/download_model")
+            assert state.download.join(30) and state.download.state == "failed"
+            assert "no model with this id on ModelScope" in str(state.download.error)
+            with pytest.raises(Exception) as error:
+                client.predict("demo-tiny", "modelscope", "", api_name="/download_model")
+            assert "built locally, not downloaded" in str(error.value)
+    finally:
+        set_default_config(None)
