@@ -219,3 +219,17 @@ def test_model_tab_downloads_with_progress_and_errors(studio, demo_model_dir, tm
             assert "built locally, not downloaded" in str(error.value)
     finally:
         set_default_config(None)
+
+
+def test_a_busy_port_is_a_clear_message(workspace):
+    from lora_studio.errors import ConfigError
+    from lora_studio.ui.app import build_app, launch
+    from lora_studio.ui.state import Studio
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        state = Studio(lang="en")
+        with pytest.raises(ConfigError, match=f"port {port} on 127.0.0.1 is already in use"):
+            launch(build_app(state), state, port=port, block=False)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from ..errors import ConfigError
 from . import tab_chat, tab_data, tab_model, tab_params, tab_train
 from .dataset_view import sample_path
 from .form import ConfigForm
@@ -90,10 +91,17 @@ def build_app(studio: Studio):
 def launch(demo, studio: Studio, host: str = "127.0.0.1", port: int | None = 7860, share: bool = False,
            auth: tuple[str, str] | None = None, block: bool = True):
     """Start the server; returns (local_url, share_url). With share and no link, the page says so."""
-    _app, local_url, share_url = demo.launch(
-        server_name=host, server_port=port, share=share, auth=auth, prevent_thread_lock=True,
-        i18n=demo.studio_i18n, theme=gr.themes.Soft(), css=CSS, footer_links=["api"], quiet=False,
-        show_error=True)
+    try:
+        _app, local_url, share_url = demo.launch(
+            server_name=host, server_port=port, share=share, auth=auth, prevent_thread_lock=True,
+            i18n=demo.studio_i18n, theme=gr.themes.Soft(), css=CSS, footer_links=["api"], quiet=False,
+            show_error=True)
+    except OSError as exc:  # Gradio says "Cannot find empty port" when another program holds it
+        if port is None or "port" not in str(exc).lower():
+            raise
+        raise ConfigError(f"port {port} on {host} is already in use (is the studio already running? then "
+                          f"open http://{host}:{port})", "--port",
+                          f"Start this one with --port {port + 1}, or stop the other program.") from None
     if share:
         if share_url:
             studio.share_note = ("msg.share_ok", share_url)
