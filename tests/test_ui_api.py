@@ -233,3 +233,17 @@ def test_a_busy_port_is_a_clear_message(workspace):
         state = Studio(lang="en")
         with pytest.raises(ConfigError, match=f"port {port} on 127.0.0.1 is already in use"):
             launch(build_app(state), state, port=port, block=False)
+
+
+def test_an_upload_never_replaces_a_different_dataset_of_the_same_name(tmp_path):
+    from lora_studio.ui.dataset_view import keep_upload
+
+    first, second, folder = tmp_path / "a" / "qa.json", tmp_path / "b" / "qa.json", tmp_path / "data"
+    for path, answer in ((first, "x"), (second, "y")):
+        path.parent.mkdir()
+        path.write_text(f'[{{"instruction": "q", "output": "{answer}"}}]', encoding="utf-8")
+    assert keep_upload(first, folder) == folder / "qa.json"
+    assert keep_upload(second, folder) == folder / "qa-2.json"  # another file of the same name
+    assert keep_upload(first, folder) == folder / "qa.json"  # the same bytes again: no new copy
+    assert (folder / "qa.json").read_text(encoding="utf-8") == first.read_text(encoding="utf-8")
+    assert sorted(p.name for p in folder.iterdir()) == ["qa-2.json", "qa.json"]

@@ -154,3 +154,23 @@ def inspector_summary(counts: dict, lang: str) -> str:
                 + ("；**已截断**" if counts["truncated"] else "") + "。")
     return (f"{counts['tokens']} tokens, {counts['trained']} trained"
             + ("; **truncated** at cutoff_len" if counts["truncated"] else "") + ".")
+
+
+def keep_upload(source: Path, folder: Path) -> Path:
+    """Copy an uploaded file into `folder`, never over a different file already there.
+
+    The same bytes uploaded again reuse the earlier copy; a different file of the same name becomes
+    name-2.json, name-3.json, ...: a dataset a past run trained on is never replaced under it.
+    """
+    import filecmp
+    import shutil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    destination, number = folder / source.name, 1
+    while destination.exists():
+        if filecmp.cmp(source, destination, shallow=False):
+            return destination
+        number += 1
+        destination = folder / f"{source.stem}-{number}{source.suffix}"
+    shutil.copyfile(source, destination)
+    return destination

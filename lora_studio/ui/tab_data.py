@@ -6,7 +6,6 @@ exactly what a run started now would train on: same files, template, system prom
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -97,13 +96,10 @@ def wire(studio: Studio, ui: SimpleNamespace, form) -> None:
     @guarded
     def on_upload_upload(files):
         target = studio.workspace / "data"
-        target.mkdir(parents=True, exist_ok=True)
         saved = []
         for file in files or []:
-            source = Path(file if isinstance(file, str) else file.name)
-            destination = target / source.name
-            shutil.copyfile(source, destination)  # the run config must not point at a temp file
-            saved.append(str(destination))
+            # the run config must not point at Gradio's temporary copy
+            saved.append(str(view.keep_upload(Path(file if isinstance(file, str) else file.name), target)))
         return "\n".join(saved) if saved else gr.update()
 
     loaded = ui.load.click(on_load_click, settings, [ui.table, ui.page, ui.pages, ui.doctor, ui.histogram],
