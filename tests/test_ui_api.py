@@ -129,6 +129,13 @@ def test_settings_views_and_presets(studio):
     assert command.startswith("python studio.py train") and "--set max_steps=7" in command
     client.predict("my preset", *settings(r=4), api_name="/save_preset")
     assert "r: 4" in (state.workspace / "presets" / "my-preset.yaml").read_text(encoding="utf-8")
+    # saving under a name that exists keeps the old preset, bundled or the user's
+    client.predict("my preset", *settings(r=16), api_name="/save_preset")
+    client.predict("demo-tiny", *settings(r=32), api_name="/save_preset")
+    assert "r: 4" in (state.workspace / "presets" / "my-preset.yaml").read_text(encoding="utf-8")
+    assert "r: 16" in (state.workspace / "presets" / "my-preset-2.yaml").read_text(encoding="utf-8")
+    assert (state.workspace / "presets" / "demo-tiny-2.yaml").is_file()
+    assert not (state.workspace / "presets" / "demo-tiny.yaml").exists()
 
 
 def test_train_poll_refuse_second_start_and_stop(studio):

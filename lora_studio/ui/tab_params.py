@@ -144,9 +144,13 @@ def wire(studio: Studio, ui: SimpleNamespace, form) -> None:
         clean = sanitize_run_name(name or "")
         if not (name or "").strip():
             raise ConfigError("the preset needs a name", "preset name", "Type a name, e.g. my-huanhuan.")
-        path = save_yaml(config, studio.workspace / "presets" / f"{clean}.yaml", only_changes=True)
-        gr.Info(f"Saved {path}")
-        return gr.update(choices=list(preset_files(studio.workspace)), value=clean)
+        taken, chosen, number = preset_files(studio.workspace), clean, 1
+        while chosen in taken:  # never over a bundled preset or one the user saved before
+            number += 1
+            chosen = f"{clean}-{number}"
+        path = save_yaml(config, studio.workspace / "presets" / f"{chosen}.yaml", only_changes=True)
+        gr.Info(f"Saved {path}" + (f" ('{clean}' already exists and was kept)" if chosen != clean else ""))
+        return gr.update(choices=list(preset_files(studio.workspace)), value=chosen)
 
     @guarded
     def on_estimate_click(*values):
