@@ -38,6 +38,14 @@ class Progress(Event):
 
 
 @dataclass
+class Evaluation(Event):
+    """Loss on the validation split (val_size > 0), measured every save_steps and at the end."""
+    kind = "evaluation"
+    step: int
+    eval_loss: float
+
+
+@dataclass
 class Log(Event):
     kind = "log"
     message: str
@@ -71,7 +79,7 @@ class DownloadProgress(Event):
     current_file: str = ""
 
 
-EVENT_TYPES = {cls.kind: cls for cls in (Progress, Log, Finished, Failed, DownloadProgress)}
+EVENT_TYPES = {cls.kind: cls for cls in (Progress, Evaluation, Log, Finished, Failed, DownloadProgress)}
 
 
 def event_from_json(values: dict) -> Event:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .config import RunConfig
-from .events import Log, Progress
+from .events import Evaluation, Log, Progress
 
 
 @dataclass
@@ -188,6 +188,8 @@ def make_event_callback(emit: Callable, collator: CountingCollator, should_stop:
             if "loss" in logs:  # the progress of a logging step waits for its loss
                 self.learning_rate = logs.get("learning_rate", self.learning_rate)
                 emit(self._progress(state, logs["loss"]))
+            if "eval_loss" in logs:
+                emit(Evaluation(step=state.global_step, eval_loss=float(logs["eval_loss"])))
 
         def on_step_end(self, args, state, control, **kwargs):
             # DefaultFlowCallback ran first: should_log says whether on_log follows for this step.

@@ -180,3 +180,12 @@ def test_a_past_run_times_the_next_one_like_it(trained_run, demo_model_dir, monk
     progress = [e for e in read_events(trained_run.run_dir / "events.jsonl") if isinstance(e, Progress)]
     assert run == "palace" and 0 < pace < progress[-1].elapsed / 299  # the slow first step is left out
     assert measured_pace(palace_config(demo_model_dir, per_device_train_batch_size=2)) is None
+
+
+def test_a_validation_split_reports_its_loss(demo_model_dir, workspace):
+    from lora_studio.events import Evaluation
+
+    job = TrainingJob(palace_config(demo_model_dir, val_size=0.2, max_steps=10, save_steps=5))
+    assert isinstance(run_to_end(job), Finished)
+    evaluations = [e for e in read_events(job.run_dir / "events.jsonl") if isinstance(e, Evaluation)]
+    assert [e.step for e in evaluations] == [5, 10] and all(e.eval_loss > 0 for e in evaluations)

@@ -254,3 +254,17 @@ def test_an_upload_never_replaces_a_different_dataset_of_the_same_name(tmp_path)
     assert keep_upload(first, folder) == folder / "qa.json"  # the same bytes again: no new copy
     assert (folder / "qa.json").read_text(encoding="utf-8") == first.read_text(encoding="utf-8")
     assert sorted(p.name for p in folder.iterdir()) == ["qa-2.json", "qa.json"]
+
+
+def test_loss_plot_names_every_curve_before_its_first_point():
+    from lora_studio.events import Evaluation, Progress
+    from lora_studio.ui.tab_train import CURVE, RAW, SMOOTHED, VALIDATION, loss_frame
+
+    assert set(loss_frame([])[CURVE]) == {RAW, SMOOTHED, VALIDATION} and loss_frame([])["loss"].isna().all()
+    steps = [Progress(step=s, total_steps=20, epoch=0.0, loss=2.0 / s) for s in (5, 10)]
+    frame = loss_frame(steps)
+    assert list(frame[CURVE]) == [RAW, SMOOTHED, RAW, SMOOTHED, VALIDATION]
+    assert frame["loss"].isna().tolist() == [False] * 4 + [True]  # named, but nothing drawn yet
+    assert frame[frame[CURVE] == SMOOTHED]["loss"].tolist()[0] == 0.4  # the debiased average starts at the raw value
+    frame = loss_frame([*steps, Evaluation(step=10, eval_loss=0.5)])
+    assert frame[frame[CURVE] == VALIDATION]["loss"].tolist() == [0.5]

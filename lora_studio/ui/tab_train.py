@@ -14,14 +14,15 @@ from types import SimpleNamespace
 import gradio as gr
 
 from ..errors import JobError
-from ..events import Failed, Finished, Log, Progress, read_events
+from ..events import Evaluation, Failed, Finished, Log, Progress, read_events
 from ..runs import adapter_dirs, latest_checkpoint, list_runs
 from .i18n import language_of, say
 from .state import Studio, guarded
 
 LOG_LINES = 14
 SMOOTHING = 0.6  # TensorBoard's default: a debiased exponential moving average
-CURVE, RAW, SMOOTHED = "curve 曲线", "raw 原始", "smoothed 平滑"  # the legend's title and entries
+# the legend's title and entries
+CURVE, RAW, SMOOTHED, VALIDATION = "curve 曲线", "raw 原始", "smoothed 平滑", "validation 验证集"
 
 
 def current(studio: Studio) -> tuple[Path | None, list, str]:
@@ -36,7 +37,11 @@ def current(studio: Studio) -> tuple[Path | None, list, str]:
 
 
 def loss_frame(events: list):
-    """Raw and smoothed loss by step, for gr.LinePlot."""
+    """Raw and smoothed training loss, and the validation loss (when the run holds out a split).
+
+    Every frame names all three curves, with an empty point for a curve that has none yet: the plot
+    keeps the colours of the first frame it drew for as long as the page lives.
+    """
     import pandas as pd
 
     rows, average, weight = [], 0.0, 1.0
@@ -46,6 +51,11 @@ def loss_frame(events: list):
             weight *= SMOOTHING  # dividing by 1 - weight removes the pull towards the zero start
             rows.append({"step": event.step, "loss": event.loss, CURVE: RAW})
             rows.append({"step": event.step, "loss": round(average / (1 - weight), 5), CURVE: SMOOTHED})
+        elif isinstance(event, Evaluation):
+            rows.append({"step": event.step, "loss": event.eval_loss, CURVE: VALIDATION})
+    drawn = {row[CURVE] for row in rows}
+    rows += [{"step": rows[0]["step"] if rows else 0, "loss": None, CURVE: curve}
+             for curve in (RAW, SMOOTHED, VALIDATION) if curve not in drawn]
     return pd.DataFrame(rows, columns=["step", "loss", CURVE])
 
 
@@ -119,7 +129,7 @@ def build(studio: Studio, i18n) -> SimpleNamespace:
         # no fixed height: with one, Gradio clips the legend off the bottom
         ui.plot = gr.LinePlot(x="step", y="loss", color=CURVE, label=i18n("train.loss"),
                               elem_id="loss-plot", scale=3,
-                              color_map={RAW: "#9ecae1", SMOOTHED: "#d6604d"})
+                              color_map={RAW: "#9ecae1", SMOOTHED: "#d6604d", VALIDATION: "#2ca25f"})
         ui.log = gr.Textbox(label=i18n("train.log"), lines=LOG_LINES, max_lines=LOG_LINES, interactive=False,
                             autoscroll=True, elem_id="train-log", scale=2)
     ui.runs = gr.Dataframe(headers=["run", "status", "step", "loss", "model", "adapters"],
@@ -134,7 +144,8 @@ def wire(studio: Studio, ui: SimpleNamespace, form) -> None:
 
     def on_timer_tick(cursor, request: gr.Request):
         run_dir, events, state = current(studio)
-        losses = sum(isinstance(e, Progress) and e.loss is not None for e in events)
+        losses = sum(isinstance(e, Evaluation) or (isinstance(e, Progress) and e.loss is not None)
+                     for e in events)
         mark = (str(run_dir), len(events), state, losses)
         if mark == tuple(cursor or ()):
             return [gr.update()] * (len(outputs) - 1) + [cursor]
@@ -142,8 +153,9 @@ def wire(studio: Studio, ui: SimpleNamespace, form) -> None:
         lang = language_of(request, studio.lang)
         # the plot is redrawn only when a loss point is added, not on every step
         same_plot = cursor is not None and tuple(cursor)[0] == mark[0] and tuple(cursor)[3] == losses
-        return (status_html(run_dir, events, state, lang), gr.update() if same_plot else loss_frame(events),
-                log_tail(events), runs_table(active), gr.update(choices=resumable(active)), mark)
+        plot = gr.update() if same_plot else loss_frame(events)
+        return (status_html(run_dir, events, state, lang), plot, log_tail(events), runs_table(active),
+                gr.update(choices=resumable(active)), mark)
 
     @guarded
     def on_start_click(request: gr.Request, *values):
