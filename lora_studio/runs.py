@@ -67,7 +67,7 @@ def adapter_dirs(run_dir: Path) -> list[Path]:
 class RunInfo:
     name: str
     path: Path
-    status: str          # running | completed | stopped | failed | interrupted | new
+    status: str          # running | completed | stopped | failed | interrupted
     step: int
     total_steps: int
     loss: float | None
@@ -83,7 +83,8 @@ def read_run(run_dir: Path, running: bool = False) -> RunInfo:
     progress = [e for e in events if isinstance(e, Progress)]
     last = progress[-1] if progress else None
     losses = [e.loss for e in progress if e.loss is not None]
-    status, message = ("running" if running else "interrupted") if events else "new", ""
+    # no end event: still running, or the process died (even before its first event)
+    status, message = ("running" if running else "interrupted"), ""
     for event in reversed(events):
         if isinstance(event, Finished):
             status = "running" if running else event.status
