@@ -94,7 +94,7 @@ def launch(demo, studio: Studio, host: str = "127.0.0.1", port: int | None = 786
     try:
         _app, local_url, share_url = demo.launch(
             server_name=host, server_port=port, share=share, auth=auth, prevent_thread_lock=True,
-            i18n=demo.studio_i18n, theme=gr.themes.Soft(), css=CSS, footer_links=["api"], quiet=False,
+            i18n=demo.studio_i18n, theme=gr.themes.Soft(), css=CSS, footer_links=["api"], quiet=True,
             show_error=True)
     except OSError as exc:  # Gradio says "Cannot find empty port" when another program holds it
         if port is None or "port" not in str(exc).lower():
@@ -102,8 +102,13 @@ def launch(demo, studio: Studio, host: str = "127.0.0.1", port: int | None = 786
         raise ConfigError(f"port {port} on {host} is already in use (is the studio already running? then "
                           f"open http://{host}:{port})", "--port",
                           f"Start this one with --port {port + 1}, or stop the other program.") from None
+    # our own start-up lines: Gradio's would tell a studio user to edit launch() for a share link
+    print(f"LoRA Studio is running at {local_url}  (Ctrl-C to stop)", flush=True)
+    if not share:
+        print("To share it over the internet: python studio.py --share --auth USER:PASS", flush=True)
     if share:
         if share_url:
+            print(f"Public link (login required): {share_url}", flush=True)
             studio.share_note = ("msg.share_ok", share_url)
         else:
             studio.share_note = ("msg.share_failed", local_url)
