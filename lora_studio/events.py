@@ -8,6 +8,7 @@ the same history back with `read_events()`.
 from __future__ import annotations
 
 import json
+import stat
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -119,14 +120,28 @@ class EventLog:
         return None
 
 
+# path -> ((mtime_ns, size), events): the studio polls run folders every second, and a long run's
+# events.jsonl is thousands of lines; a file is parsed again only when it has changed
+_READ_CACHE: dict[Path, tuple[tuple[int, int], list[Event]]] = {}
+
+
 def read_events(path: Path) -> list[Event]:
     """Read an events.jsonl back; a half-written last line (a crash mid-write) is skipped."""
-    if not path.is_file():
+    try:
+        info = Path(path).stat()
+    except OSError:
         return []
+    if not stat.S_ISREG(info.st_mode):
+        return []
+    stamp = (info.st_mtime_ns, info.st_size)
+    cached = _READ_CACHE.get(path)
+    if cached is not None and cached[0] == stamp:
+        return list(cached[1])
     events = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
         try:
             events.append(event_from_json(json.loads(line)))
         except (ValueError, KeyError, TypeError):
             continue
-    return events
+    _READ_CACHE[path] = (stamp, events)
+    return list(events)
