@@ -92,19 +92,32 @@ def read_run(run_dir: Path, running: bool = False) -> RunInfo:
         if isinstance(event, Failed):
             status, message = ("running" if running else "failed"), event.message
             break
-    model = ""
-    config_file = run_dir / "config.yaml"
-    if config_file.is_file():
-        from .config import load_yaml
-        from .errors import ConfigError
-
-        try:
-            model = load_yaml(config_file).model_name_or_path
-        except ConfigError:
-            model = "?"
+    model = _model_of(run_dir / "config.yaml")
     return RunInfo(run_dir.name, run_dir, status, last.step if last else 0,
                    last.total_steps if last else 0, losses[-1] if losses else None,
                    events[0].time if events else run_dir.stat().st_mtime, model, message)
+
+
+_MODEL_CACHE: dict[Path, tuple[int, str]] = {}  # config.yaml -> (mtime_ns, model): runs are listed every second
+
+
+def _model_of(config_file: Path) -> str:
+    """The base model a run's config names ("" without a config, "?" when it cannot be read)."""
+    from .config import load_yaml
+    from .errors import ConfigError
+
+    try:
+        stamp = config_file.stat().st_mtime_ns
+    except OSError:
+        return ""
+    cached = _MODEL_CACHE.get(config_file)
+    if cached is None or cached[0] != stamp:
+        try:
+            model = load_yaml(config_file).model_name_or_path
+        except (ConfigError, OSError):
+            model = "?"
+        cached = _MODEL_CACHE[config_file] = (stamp, model)
+    return cached[1]
 
 
 def list_runs(active: Path | None = None) -> list[RunInfo]:
