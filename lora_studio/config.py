@@ -8,8 +8,6 @@ Chinese) and bounds, so the CLI, the studio and the validation all read the same
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,142 +15,139 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+from .i18n import msg
+from .settings import check_mapping, fields_of, setting
 
 GROUPS = ("model", "data", "template", "lora", "training", "output")
-
-
-def _opt(group: str, help: str, help_zh: str, **bounds: Any) -> dict:
-    """Field metadata: group, bilingual help, and optional `min`, `max`, `choices`, `label_zh`."""
-    return {"group": group, "help": help, "help_zh": help_zh, **bounds}
 
 
 @dataclass
 class RunConfig:
     # --- model -----------------------------------------------------------------------------------
-    model_name_or_path: str = field(default="demo-tiny", metadata=_opt(
+    model_name_or_path: str = field(default="demo-tiny", metadata=setting(
         "model", "Local folder, a model in the workspace, or a hub id such as Qwen/Qwen2.5-0.5B-Instruct. "
         "'demo-tiny' is the small offline demo model the studio builds itself.",
         "本地文件夹、工作区中的模型，或模型库 ID（如 Qwen/Qwen2.5-0.5B-Instruct）。'demo-tiny' 是工作室自带的离线演示小模型。",
-        label_zh="模型"))
-    model_source: str = field(default="modelscope", metadata=_opt(
+        free_text=True, widget="dropdown", pace=True, label_zh="模型"))
+    model_source: str = field(default="modelscope", metadata=setting(
         "model", "Where a hub id is downloaded from.", "模型库 ID 从哪里下载。",
         choices=["modelscope", "huggingface"], label_zh="下载源"))
-    model_revision: str = field(default="", metadata=_opt(
+    model_revision: str = field(default="", metadata=setting(
         "model", "Branch, tag or commit of the hub model; empty means the default branch.",
-        "模型的分支、标签或提交；留空表示默认分支。", label_zh="版本"))
-    dtype: str = field(default="auto", metadata=_opt(
+        "模型的分支、标签或提交；留空表示默认分支。", free_text=True, label_zh="版本"))
+    dtype: str = field(default="auto", metadata=setting(
         "model", "Weight precision. 'auto' uses bfloat16 on a GPU that supports it, otherwise float32.",
         "权重精度。'auto' 在支持的 GPU 上用 bfloat16，否则用 float32。",
-        choices=["auto", "float32", "bfloat16", "float16"], label_zh="精度"))
-    trust_remote_code: bool = field(default=False, metadata=_opt(
+        choices=["auto", "float32", "bfloat16", "float16"], pace=True, label_zh="精度"))
+    trust_remote_code: bool = field(default=False, metadata=setting(
         "model", "Run Python code shipped with the model. Only enable it for models you trust.",
         "运行模型自带的 Python 代码。仅对你信任的模型开启。", label_zh="信任远程代码"))
     # --- data ------------------------------------------------------------------------------------
-    data_files: list = field(default_factory=lambda: ["data/huanhuan_sample.json"], metadata=_opt(
+    data_files: list = field(default_factory=lambda: ["data/huanhuan_sample.json"], metadata=setting(
         "data", "Dataset files (alpaca or chat messages, JSON or JSONL).",
-        "数据集文件（alpaca 或对话消息格式，JSON 或 JSONL）。", label_zh="数据文件"))
-    data_format: str = field(default="auto", metadata=_opt(
+        "数据集文件（alpaca 或对话消息格式，JSON 或 JSONL）。", kind="paths", lines=2, label_zh="数据文件"))
+    data_format: str = field(default="auto", metadata=setting(
         "data", "Record format; 'auto' detects alpaca or messages from the first record.",
         "记录格式；'auto' 根据第一条记录自动识别 alpaca 或 messages。",
         choices=["auto", "alpaca", "messages"], label_zh="数据格式"))
-    system_prompt: str = field(default="", metadata=_opt(
+    system_prompt: str = field(default="", metadata=setting(
         "data", "System prompt for records that carry none of their own.",
-        "没有自带系统提示词的记录所使用的系统提示词。", label_zh="系统提示词"))
-    cutoff_len: int = field(default=1024, metadata=_opt(
+        "没有自带系统提示词的记录所使用的系统提示词。", free_text=True, lines=3, label_zh="系统提示词"))
+    cutoff_len: int = field(default=1024, metadata=setting(
         "data", "Maximum tokens per example; longer examples are truncated (the answer keeps its start).",
         "每个样本的最大 token 数；更长的样本会被截断（保留回答的开头）。", min=16, max=131072,
-        label_zh="截断长度"))
-    val_size: float = field(default=0.0, metadata=_opt(
+        pace=True, label_zh="截断长度"))
+    val_size: float = field(default=0.0, metadata=setting(
         "data", "Fraction of records held out for validation loss (0 = none).",
         "留作验证集的记录比例（0 表示不留）。", min=0.0, max=0.5, label_zh="验证集比例"))
-    dedupe: bool = field(default=True, metadata=_opt(
+    dedupe: bool = field(default=True, metadata=setting(
         "data", "Drop exact duplicate records before training.", "训练前去除完全重复的记录。",
         label_zh="去重"))
-    max_samples: int = field(default=0, metadata=_opt(
+    max_samples: int = field(default=0, metadata=setting(
         "data", "Use at most this many records (0 = all).", "最多使用多少条记录（0 表示全部）。",
         min=0, max=10_000_000, label_zh="最大样本数"))
     # --- template --------------------------------------------------------------------------------
-    template: str = field(default="auto", metadata=_opt(
+    template: str = field(default="auto", metadata=setting(
         "template", "Chat template. 'auto' uses the tokenizer's own; name a built-in only for models "
         "that ship none.", "对话模板。'auto' 使用分词器自带的模板；仅当模型没有模板时才指定内置模板。",
         choices=["auto", "index", "chatml"], label_zh="对话模板"))
     # --- LoRA ------------------------------------------------------------------------------------
-    r: int = field(default=8, metadata=_opt(
+    r: int = field(default=8, metadata=setting(
         "lora", "LoRA rank: the size of the low-rank update. Higher learns more and costs more.",
         "LoRA 秩：低秩更新的大小。越大可学得越多，开销也越大。", min=1, max=1024, label_zh="LoRA 秩 r"))
-    lora_alpha: int = field(default=16, metadata=_opt(
+    lora_alpha: int = field(default=16, metadata=setting(
         "lora", "LoRA scaling numerator: the update is scaled by lora_alpha / r.",
         "LoRA 缩放系数：更新按 lora_alpha / r 缩放。", min=1, max=4096, label_zh="LoRA alpha"))
-    lora_dropout: float = field(default=0.05, metadata=_opt(
+    lora_dropout: float = field(default=0.05, metadata=setting(
         "lora", "Dropout on the LoRA input during training.", "训练时 LoRA 输入上的 dropout。",
         min=0.0, max=0.9, label_zh="LoRA dropout"))
-    target_modules: Any = field(default="all-linear", metadata=_opt(
+    target_modules: Any = field(default="all-linear", metadata=setting(
         "lora", "Modules that get LoRA: 'all-linear' finds every linear layer except the output head, "
         "or list names such as q_proj, v_proj.",
         "加 LoRA 的模块：'all-linear' 自动找出除输出层外的所有线性层，或列出名称如 q_proj, v_proj。",
-        label_zh="目标模块"))
-    use_rslora: bool = field(default=False, metadata=_opt(
+        kind="modules", suggestions=["all-linear", "q_proj, v_proj", "q_proj, k_proj, v_proj, o_proj", "q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj"], label_zh="目标模块"))
+    use_rslora: bool = field(default=False, metadata=setting(
         "lora", "Rank-stabilised LoRA: scale by lora_alpha / sqrt(r).",
         "秩稳定 LoRA：按 lora_alpha / sqrt(r) 缩放。", label_zh="rsLoRA"))
-    use_dora: bool = field(default=False, metadata=_opt(
+    use_dora: bool = field(default=False, metadata=setting(
         "lora", "Weight-decomposed LoRA (DoRA): often better, slower to train.",
         "权重分解 LoRA（DoRA）：效果常更好，训练更慢。", label_zh="DoRA"))
     # --- training --------------------------------------------------------------------------------
-    learning_rate: float = field(default=1e-4, metadata=_opt(
+    learning_rate: float = field(default=1e-4, metadata=setting(
         "training", "Peak learning rate of the optimizer.", "优化器的峰值学习率。",
-        min=1e-8, max=1.0, label_zh="学习率"))
-    num_train_epochs: float = field(default=3.0, metadata=_opt(
+        min=1e-8, max=1.0, step=1e-5, label_zh="学习率"))
+    num_train_epochs: float = field(default=3.0, metadata=setting(
         "training", "Passes over the training data.", "训练数据的遍历轮数。",
         min=0.01, max=1000.0, label_zh="训练轮数"))
-    per_device_train_batch_size: int = field(default=4, metadata=_opt(
+    per_device_train_batch_size: int = field(default=4, metadata=setting(
         "training", "Examples per forward pass on each device.", "每个设备每次前向的样本数。",
-        min=1, max=1024, label_zh="批大小"))
-    gradient_accumulation_steps: int = field(default=4, metadata=_opt(
+        min=1, max=1024, pace=True, label_zh="批大小"))
+    gradient_accumulation_steps: int = field(default=4, metadata=setting(
         "training", "Forward passes summed into one optimizer step; effective batch = batch x this.",
         "累积多少次前向再更新一次参数；有效批大小 = 批大小 x 此值。", min=1, max=1024,
-        label_zh="梯度累积"))
-    gradient_checkpointing: Any = field(default="auto", metadata=_opt(
+        pace=True, label_zh="梯度累积"))
+    gradient_checkpointing: Any = field(default="auto", metadata=setting(
         "training", "Recompute activations to save memory. 'auto' turns it on only when the batch "
         "would not fit in memory otherwise.", "重算激活以节省显存。'auto' 仅在显存不够时开启。",
-        choices=["auto", True, False], label_zh="梯度检查点"))
-    lr_scheduler_type: str = field(default="cosine", metadata=_opt(
+        choices=["auto", True, False], pace=True, label_zh="梯度检查点"))
+    lr_scheduler_type: str = field(default="cosine", metadata=setting(
         "training", "How the learning rate changes over the run.", "学习率在训练中的变化方式。",
         choices=["linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts",
                  "polynomial", "inverse_sqrt"], label_zh="学习率调度"))
-    warmup_steps: float = field(default=0.0, metadata=_opt(
+    warmup_steps: float = field(default=0.0, metadata=setting(
         "training", "Linear warm-up: a whole number of steps, or a fraction (< 1) of all steps.",
         "线性预热：整数表示步数，小于 1 的小数表示占总步数的比例。", min=0.0, max=1_000_000.0,
         label_zh="预热步数"))
-    weight_decay: float = field(default=0.0, metadata=_opt(
+    weight_decay: float = field(default=0.0, metadata=setting(
         "training", "AdamW weight decay.", "AdamW 权重衰减。", min=0.0, max=1.0, label_zh="权重衰减"))
-    max_grad_norm: float = field(default=1.0, metadata=_opt(
+    max_grad_norm: float = field(default=1.0, metadata=setting(
         "training", "Clip gradients to this norm (0 = no clipping).", "梯度裁剪的范数上限（0 表示不裁剪）。",
         min=0.0, max=1000.0, label_zh="梯度裁剪"))
-    padding_free: bool = field(default=True, metadata=_opt(
+    padding_free: bool = field(default=True, metadata=setting(
         "training", "Concatenate a batch's examples without padding (exact per-example attention). "
         "Falls back to padding for models that cannot do it.",
         "将一个批次的样本无填充拼接（每个样本的注意力保持独立）。不支持的模型自动回退为填充。",
-        label_zh="无填充批处理"))
-    logging_steps: int = field(default=10, metadata=_opt(
+        pace=True, label_zh="无填充批处理"))
+    logging_steps: int = field(default=10, metadata=setting(
         "training", "Log loss and learning rate every this many optimizer steps.",
         "每多少个优化步记录一次损失和学习率。", min=1, max=100_000, label_zh="日志间隔"))
-    save_steps: int = field(default=100, metadata=_opt(
+    save_steps: int = field(default=100, metadata=setting(
         "training", "Save a checkpoint every this many optimizer steps.", "每多少个优化步保存一次检查点。",
         min=1, max=1_000_000, label_zh="保存间隔"))
-    save_total_limit: int = field(default=3, metadata=_opt(
+    save_total_limit: int = field(default=3, metadata=setting(
         "training", "Keep at most this many checkpoints (0 = keep all).", "最多保留多少个检查点（0 表示全部保留）。",
         min=0, max=1000, label_zh="检查点上限"))
-    seed: int = field(default=42, metadata=_opt(
+    seed: int = field(default=42, metadata=setting(
         "training", "Random seed for data order, dropout and LoRA initialisation.",
         "随机种子：影响数据顺序、dropout 和 LoRA 初始化。", min=0, max=2**32 - 1, label_zh="随机种子"))
-    max_steps: int = field(default=-1, metadata=_opt(
+    max_steps: int = field(default=-1, metadata=setting(
         "training", "Stop after this many optimizer steps (-1 = run all epochs).",
         "训练到这么多优化步就停止（-1 表示跑完所有轮）。", min=-1, max=10_000_000, label_zh="最大步数"))
     # --- output ----------------------------------------------------------------------------------
-    run_name: str = field(default="", metadata=_opt(
+    run_name: str = field(default="", metadata=setting(
         "output", "Name of the run folder under the workspace's runs/; empty picks one from the model "
         "and the time. An existing run is never overwritten.",
-        "工作区 runs/ 下的运行目录名；留空则按模型和时间自动命名。已有的运行不会被覆盖。", label_zh="运行名称"))
+        "工作区 runs/ 下的运行目录名；留空则按模型和时间自动命名。已有的运行不会被覆盖。", free_text=True, label_zh="运行名称"))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -167,94 +162,34 @@ class RunConfig:
 
 
 def fields_by_name() -> dict[str, dataclasses.Field]:
-    return {f.name: f for f in dataclasses.fields(RunConfig)}
+    return fields_of(RunConfig)
 
 
-def _check_value(name: str, value: Any, spec: dataclasses.Field, where: str) -> Any:
-    """Coerce a YAML or CLI value to the field's type and check its bounds; return the clean value."""
-    meta, default = spec.metadata, spec.default if spec.default is not dataclasses.MISSING else None
-    choices = meta.get("choices")
-    if name == "target_modules":
-        return _check_target_modules(value, where)
-    if name == "data_files":
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
-            raise ConfigError(f"'{name}' must be a file path or a list of file paths", where,
-                              "Give e.g. data_files: [data/huanhuan_sample.json].")
-        return value
-    if choices is not None:
-        if isinstance(value, str) and value.lower() in ("true", "false") and True in choices:
-            value = value.lower() == "true"
-        if not any(type(value) is type(c) and value == c for c in choices):
-            raise ConfigError(f"'{name}' is {value!r}; allowed: {', '.join(map(str, choices))}", where)
-        return value
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ConfigError(f"'{name}' must be true or false, got {value!r}", where)
-        return value
-    if isinstance(default, (int, float)):
-        if isinstance(value, str):  # YAML 1.1 reads 2e-4 (no dot) as text
-            try:
-                value = float(value) if any(c in value for c in ".eE") else int(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"'{name}' must be a number, got {value!r}", where)
-        if isinstance(default, int) and not isinstance(default, bool):
-            if value != int(value):
-                raise ConfigError(f"'{name}' must be a whole number, got {value!r}", where)
-            value = int(value)
-        else:
-            value = float(value)
-        lo, hi = meta.get("min"), meta.get("max")
-        if (lo is not None and value < lo) or (hi is not None and value > hi):
-            raise ConfigError(f"'{name}' is {value!r}, outside the allowed range [{lo}, {hi}]", where)
-        return value
-    if isinstance(default, str):
-        if value is None:
-            value = ""
-        if not isinstance(value, str):
-            raise ConfigError(f"'{name}' must be text, got {value!r}", where)
-        return value
-    return value
+def fields_in_group(group: str) -> list[str]:
+    """Setting names of one group, in field order (what a tab or a section of the form shows)."""
+    return [name for name, spec in fields_by_name().items() if spec.metadata["group"] == group]
 
 
-def _check_target_modules(value: Any, where: str) -> Any:
-    if isinstance(value, str):
-        names = [v.strip() for v in value.split(",") if v.strip()]
-        if value.strip() == "all-linear":
-            return "all-linear"
-        value = names
-    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
-        raise ConfigError("'target_modules' must be 'all-linear' or a list of module names", where,
-                          "For example: target_modules: [q_proj, k_proj, v_proj, o_proj].")
-    return value
+def fields_with(fact: str) -> list[str]:
+    """Setting names whose metadata has `fact` set (e.g. 'pace')."""
+    return [name for name, spec in fields_by_name().items() if spec.metadata.get(fact)]
 
 
 def from_dict(values: dict, where: str = "config") -> RunConfig:
     """Build a RunConfig from a mapping, rejecting unknown keys and out-of-range values."""
-    if not isinstance(values, dict):
-        raise ConfigError("the settings must be a mapping of key: value", where)
-    known = fields_by_name()
-    clean = {}
-    for key, value in values.items():
-        if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1)
-            hint = f"Did you mean '{close[0]}'?" if close else "See `python studio.py train --help-config`."
-            raise ConfigError(f"unknown setting '{key}'", where, hint)
-        clean[key] = _check_value(key, value, known[key], where)
-    return RunConfig(**clean)
+    return RunConfig(**check_mapping(RunConfig, values, where))
 
 
 def load_yaml(path: str | Path) -> RunConfig:
     path = Path(path)
     if not path.is_file():
-        raise ConfigError("config file not found", str(path), "Check the path, or pick one from presets/.")
+        raise ConfigError(msg("config.file_not_found"), str(path), msg("config.file_not_found_fix"))
     try:
         values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"not valid YAML ({str(exc).splitlines()[0]})", str(path)) from None
+        from .errors import first_line
+
+        raise ConfigError(msg("config.not_yaml", detail=first_line(exc)), str(path)) from None
     return from_dict(values, where=str(path))
 
 
@@ -264,29 +199,24 @@ def dump_yaml(config: RunConfig, only_changes: bool = False) -> str:
 
 
 def save_yaml(config: RunConfig, path: str | Path, only_changes: bool = False) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(dump_yaml(config, only_changes), encoding="utf-8")
-    return path
+    """Write the settings as YAML; a crash mid-write leaves the old file or the new one, never half."""
+    from .files import write_text_atomic
+
+    return write_text_atomic(Path(path), dump_yaml(config, only_changes))
 
 
 def apply_overrides(config: RunConfig, assignments: list[str]) -> RunConfig:
     """Apply CLI `--set key=value` assignments; values are read as YAML (numbers, lists, booleans)."""
     values = config.to_dict()
+    free_text = set(fields_with("free_text"))
     for item in assignments:
         key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"'--set {item}' is not of the form key=value", "command line")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(msg("config.bad_assignment", item=item), "--set")
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
             value = raw
-        if key.strip() in ("model_name_or_path", "run_name", "system_prompt", "model_revision"):
-            value = raw  # free text: keep exactly what was typed
-        values[key.strip()] = value
+        values[key] = raw if key in free_text else value  # free text: keep exactly what was typed
     return from_dict(values, where="--set")
-
-
-def workspace() -> Path:
-    """The folder holding models and runs: $LORA_STUDIO_HOME, default ./workspace."""
-    return Path(os.environ.get("LORA_STUDIO_HOME") or "workspace").expanduser().resolve()

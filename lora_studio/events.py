@@ -1,8 +1,9 @@
-"""Typed events that long-running jobs (training, downloads) emit, and the log that carries them.
+"""Typed events that jobs (training, downloads) emit, and the log that carries them.
 
-A job pushes events into an `EventLog`; callers poll it without blocking (`drain()` or `since(n)`), and
-each event is also appended to a JSON-lines file so that a reloaded page or another process can read
-the same history back with `read_events()`.
+A job pushes events into an `EventLog`; callers poll it without blocking (`since(n)`), and each event
+is also appended to a JSON-lines file so that a reloaded page or another process can read the same
+history back with `read_events()`. Texts in events are catalogue messages (`Msg`), stored as key and
+parameters, so a page shows a run's log in its own language whatever language wrote it.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ import json
 import stat
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+
+from .i18n import Msg
 
 
 @dataclass
@@ -21,7 +24,8 @@ class Event:
     time: float = field(default_factory=time.time, kw_only=True)
 
     def to_json(self) -> dict:
-        return {"kind": self.kind, **asdict(self)}
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {"kind": self.kind, **{k: v.to_json() if isinstance(v, Msg) else v for k, v in values.items()}}
 
 
 @dataclass
@@ -48,14 +52,19 @@ class Evaluation(Event):
 
 @dataclass
 class Log(Event):
+    """A line for the log; `level` is info, warning or debug."""
     kind = "log"
-    message: str
+    text: Msg
     level: str = "info"
+
+    @property
+    def message(self) -> str:
+        return str(self.text)
 
 
 @dataclass
 class Finished(Event):
-    """The job ended normally; `status` is 'completed' or 'stopped' (stopped early by the user)."""
+    """The job ended normally; `status` is 'completed', 'stopped' or 'cancelled'."""
     kind = "finished"
     status: str
     output: str = ""
@@ -66,8 +75,12 @@ class Finished(Event):
 @dataclass
 class Failed(Event):
     kind = "failed"
-    message: str
+    text: Msg
     step: int = 0
+
+    @property
+    def message(self) -> str:
+        return str(self.text)
 
 
 @dataclass
@@ -86,6 +99,10 @@ EVENT_TYPES = {cls.kind: cls for cls in (Progress, Evaluation, Log, Finished, Fa
 def event_from_json(values: dict) -> Event:
     values = dict(values)
     cls = EVENT_TYPES[values.pop("kind")]
+    if "message" in values and cls in (Log, Failed):  # written before messages had keys: shown as it was
+        values["text"] = Msg("errors.raw", {"text": values.pop("message")})
+    if isinstance(values.get("text"), dict):
+        values["text"] = Msg.from_json(values["text"])
     return cls(**values)
 
 
@@ -120,11 +137,6 @@ class EventLog:
         return None
 
 
-# path -> ((mtime_ns, size), events): the studio polls run folders every second, and a long run's
-# events.jsonl is thousands of lines; a file is parsed again only when it has changed
-_READ_CACHE: dict[Path, tuple[tuple[int, int], list[Event]]] = {}
-
-
 def read_events(path: Path) -> list[Event]:
     """Read an events.jsonl back; a half-written last line (a crash mid-write) is skipped."""
     try:
@@ -133,15 +145,19 @@ def read_events(path: Path) -> list[Event]:
         return []
     if not stat.S_ISREG(info.st_mode):
         return []
-    stamp = (info.st_mtime_ns, info.st_size)
-    cached = _READ_CACHE.get(path)
-    if cached is not None and cached[0] == stamp:
-        return list(cached[1])
     events = []
     for line in Path(path).read_text(encoding="utf-8").splitlines():
         try:
             events.append(event_from_json(json.loads(line)))
         except (ValueError, KeyError, TypeError):
             continue
-    _READ_CACHE[path] = (stamp, events)
-    return list(events)
+    return events
+
+
+def file_stamp(path: Path) -> tuple[int, int] | None:
+    """(mtime_ns, size) of a file, None when it is missing: what a cache compares to see a change."""
+    try:
+        info = Path(path).stat()
+    except OSError:
+        return None
+    return (info.st_mtime_ns, info.st_size)
