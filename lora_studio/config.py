@@ -8,6 +8,7 @@ Chinese) and bounds, so the CLI, the studio and the validation all read the same
 from __future__ import annotations
 
 import dataclasses
+import enum
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -159,6 +160,11 @@ class RunConfig:
 
     def replace(self, **changes: Any) -> "RunConfig":
         return from_dict({**self.to_dict(), **changes})
+
+
+# Every setting's name as a constant, for code that must name one (a widget, an error's `where`):
+# `Setting.learning_rate == "learning_rate"`, and a misspelt name fails at import, not at run time.
+Setting = enum.StrEnum("Setting", {f.name: f.name for f in dataclasses.fields(RunConfig)})
 
 
 def fields_by_name() -> dict[str, dataclasses.Field]:

@@ -9,6 +9,7 @@ official sampling.
 from __future__ import annotations
 
 import dataclasses
+import enum
 from dataclasses import dataclass, field
 
 from .settings import check_mapping, setting
@@ -39,6 +40,9 @@ class SamplingConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+SamplingSetting = enum.StrEnum("SamplingSetting", {f.name: f.name for f in dataclasses.fields(SamplingConfig)})
 
 
 def sampling_from_dict(values: dict, where: str = "sampling") -> SamplingConfig:
