@@ -34,13 +34,21 @@ def pytest_configure(config):
 
 @pytest.fixture(autouse=True)
 def workspace(tmp_path, monkeypatch):
-    """Every test gets its own empty workspace; nothing touches ./workspace or ~/.cache."""
+    """Every test gets its own empty workspace folder (also $LORA_STUDIO_HOME, for CLI subprocesses)."""
     home = tmp_path / "workspace"
     monkeypatch.setenv("LORA_STUDIO_HOME", str(home))
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
     monkeypatch.setenv("MODELSCOPE_CACHE", str(tmp_path / "ms-cache"))
     monkeypatch.setenv("MODELSCOPE_HOME", str(tmp_path / "ms-home"))
     return home
+
+
+@pytest.fixture
+def ws(workspace):
+    """The test's workspace as the object the library takes."""
+    from lora_studio.workspace import Workspace
+
+    return Workspace(workspace)
 
 
 @pytest.fixture(scope="session")
