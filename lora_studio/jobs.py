@@ -10,12 +10,13 @@ log without blocking; `stop()` asks the work to end at its next safe point; `joi
 
 A subclass implements `work()`, which returns the final state ('completed', 'stopped', ...) and
 checks `self.stop_requested` where it can stop. Any exception becomes a `Failed` event: a user's
-mistake (StudioError) with its message, a bug of ours as an internal error; with LORA_STUDIO_DEBUG=1
-the traceback is logged as well.
+mistake (StudioError) with its message, a bug of ours as an internal error whose traceback goes to
+the console; with LORA_STUDIO_DEBUG=1 every traceback is also a debug Log event.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import traceback
 
@@ -23,6 +24,7 @@ from .errors import JobError, StudioError, debugging, describe
 from .events import EventLog, Failed, Finished, Log
 from .i18n import msg
 
+LOG = logging.getLogger("lora_studio.jobs")
 ACTIVE_STATES = ("pending", "running", "stopping")
 END_STATES = ("completed", "stopped", "cancelled", "failed")
 
@@ -72,8 +74,10 @@ class Job:
         except BaseException as exc:  # noqa: BLE001 - any failure must become an event, not a crash
             self.error, self.state = exc, "failed"
             self.emit(Failed(text=describe(exc), step=self.current_step()))
-            if debugging() or not isinstance(exc, StudioError):
+            if debugging():
                 self.emit(Log(msg("jobs.traceback", text=traceback.format_exc()), level="debug"))
+            elif not isinstance(exc, StudioError):  # a bug of ours: the console keeps its traceback
+                LOG.error("%s failed:\n%s", self.thread_name, traceback.format_exc())
             self.on_failure(exc)
         finally:
             self._ended.set()
