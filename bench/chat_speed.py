@@ -51,7 +51,7 @@ def setup():
 
 def make_adapter(dest: Path) -> None:
     import workload
-    from lora_studio.estimate import lora_config
+    from lora_studio.recipe import lora_config
     from peft import get_peft_model
 
     _tok, _renderer, shape = setup()
@@ -65,12 +65,14 @@ def measure(mode: str, adapter: str, tokens: int) -> dict:
     import torch
 
     import workload
-    from lora_studio.chat import ChatEngine, Sampling, _Batch
+    from lora_studio.chat import ChatEngine, _Batch
+    from lora_studio.sampling import SamplingConfig
+    from lora_studio.workspace import Workspace
 
     tok, renderer, shape = setup()
     before = rss_mb()
     model = workload.build_model(shape, seed=0).eval()
-    sampling = Sampling(max_new_tokens=tokens, temperature=0)
+    sampling = SamplingConfig(max_new_tokens=tokens, temperature=0)
     prompt = renderer.encode_prompt(QUESTION)
     result = {"mode": mode, "before_mb": before, "prompt_tokens": len(prompt)}
     if mode == "base":
@@ -81,7 +83,7 @@ def measure(mode: str, adapter: str, tokens: int) -> dict:
                 cache, ids = out.cache, out.logits[:, -1:].argmax(-1)
         result["base_tps"] = tokens / (time.perf_counter() - started)
     else:
-        engine = ChatEngine()
+        engine = ChatEngine(Workspace(tempfile.gettempdir()))  # the model is handed in; nothing is looked up
         engine.model, engine.tokenizer, engine.renderer = model, tok, renderer
         engine.stop_token_ids = []  # same work in every pane: exactly `tokens` tokens each
         engine.set_adapter(Path(adapter))

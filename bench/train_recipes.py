@@ -2,9 +2,10 @@
 
     python bench/train_recipes.py RECIPE DATA.json STEPS   ->  one JSON line on stdout
 
-RECIPE is `tutorial` (the tutorial's Trainer set-up as written), `studio` (the studio's own collator,
-TrainingArguments, gradient-checkpointing decision and event callback, as TrainingJob builds them) or
-`bare` (the studio's recipe without its progress callback, event log or token counter). Each records,
+RECIPE is `tutorial` (the tutorial's Trainer set-up as written, on purpose not the studio's), `studio`
+(`lora_studio.recipe.assemble_run`, exactly as TrainingJob calls it: LoRA config, gradient-checkpointing
+decision, collator, TrainingArguments, event callback) or `bare` (that recipe without its progress
+callback, event log or token counter). Each records,
 per optimizer step, the wall time, the loss and which examples (and how many tokens) it batched.
 """
 
@@ -85,33 +86,29 @@ def tutorial_trainer(model, tok, data, steps: int, out: str, extra: list):
 
 
 def studio_trainer(model, tok, data, steps: int, out: str, extra: list, record: dict, with_events: bool):
-    """What TrainingJob._train builds for the preset, from the same functions."""
-    from peft import get_peft_model
-    from transformers import Trainer
+    """What TrainingJob builds for the preset: `recipe.assemble_run` and its `trainer()`, as a run calls them.
 
+    `bare` takes the same recipe without its event callback (ours is the last one) and without the
+    token-counting wrapper around the collator, to price them."""
     import workload
-    from lora_studio.estimate import lora_config, needs_gradient_checkpointing
-    from lora_studio.events import EventLog, Log
-    from lora_studio.trainer_setup import make_collator, make_event_callback, training_arguments
+    from lora_studio.events import EventLog
+    from lora_studio.recipe import assemble_run
+    from lora_studio.trainer_setup import EncodedData
 
     config = workload.preset_config(gradient_checkpointing="auto", max_steps=steps, logging_steps=1,
                                     save_steps=10_000)
-    events = EventLog()
-    events.path = Path(out) / "events.jsonl"
-    model.config.use_cache = False
-    checkpointing, why = needs_gradient_checkpointing(config, model)
-    record["checkpointing"] = f"{'on' if checkpointing else 'off'} ({why})"
-    model = get_peft_model(model, lora_config(config, model))
-    collator = make_collator(config, model, tok, lambda m: events.emit(Log(m)))
-    callbacks = list(extra)
+    events = EventLog(Path(out) / "events.jsonl")
+    recipe = assemble_run(config, model, tok, EncodedData(train=data), Path(out), events.emit, lambda: False,
+                          extra_callbacks=extra)
+    record["checkpointing_on"] = recipe.gradient_checkpointing
+    record["checkpointing"] = recipe.checkpointing_reason.render("en")
+    record["collator"] = type(recipe.collator.inner).__name__
     if with_events:
-        callbacks.append(timed(make_event_callback(events.emit, collator, lambda: False), record))
-    inner = collator if with_events else collator.inner
-    record["collator"] = type(collator.inner).__name__
-    args = training_arguments(config, Path(out), checkpointing, has_eval=False)
-    recorder = Recorder(inner)
-    return Trainer(model=model, args=args, train_dataset=data, data_collator=recorder,
-                   processing_class=tok, callbacks=callbacks), recorder
+        timed(recipe.callbacks[-1], record)
+    else:
+        recipe.callbacks = recipe.callbacks[:-1]
+    recorder = Recorder(recipe.collator if with_events else recipe.collator.inner)
+    return recipe.trainer(EncodedData(train=data), collator=recorder), recorder
 
 
 def main(recipe: str, data_path: str, steps: int) -> dict:
@@ -132,7 +129,7 @@ def main(recipe: str, data_path: str, steps: int) -> dict:
         extra = [step_callback(record)]
         if recipe == "tutorial":
             trainer, recorder = tutorial_trainer(model, tok, data, steps, out, extra)
-            record["checkpointing"] = "on (the tutorial sets it)"
+            record.update(checkpointing_on=True, checkpointing="gradient checkpointing on (the tutorial sets it)")
         else:
             trainer, recorder = studio_trainer(model, tok, data, steps, out, extra, record, recipe == "studio")
         record["started"] = time.perf_counter()

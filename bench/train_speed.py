@@ -110,7 +110,7 @@ def main() -> None:
                       f"{runs[name][-1]['step_end'][-1] - runs[name][-1]['started']:.1f} s", flush=True)
     shape, accumulation = spec["shape"], 4
     packed = runs["studio"][0]["collator"] == "DataCollatorWithFlattening"
-    studio_ckpt = runs["studio"][0]["checkpointing"].startswith("on")
+    studio_ckpt = runs["studio"][0]["checkpointing_on"]
     s = {"tutorial": summarise(runs["tutorial"], opts.warmup, accumulation, shape, False, True),
          "studio": summarise(runs["studio"], opts.warmup, accumulation, shape, packed, studio_ckpt),
          "bare": summarise(runs["bare"], opts.warmup, accumulation, shape, packed, studio_ckpt)}
@@ -124,8 +124,7 @@ def main() -> None:
     print(f"timed: {opts.rounds} rounds x {opts.steps - opts.warmup} optimizer steps of 16 examples "
           f"(first {opts.warmup} of {opts.steps} per process discarded); same examples per step in every "
           f"recipe: {'yes' if same_order else 'NO'}")
-    print(f"studio: collator {runs['studio'][0]['collator']}, gradient checkpointing "
-          f"{runs['studio'][0]['checkpointing']}")
+    print(f"studio: collator {runs['studio'][0]['collator']}, {runs['studio'][0]['checkpointing']}")
     print(f"full epoch padding at batch 4 (seeded random order): tutorial "
           f"{100 * workload.epoch_padding(lengths['tutorial'], 4, 42):.1f}%, studio "
           f"{0.0 if packed else 100 * workload.epoch_padding(lengths['studio'], 4, 42):.1f}%\n")

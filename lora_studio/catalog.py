@@ -9,10 +9,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, first_line
+from .i18n import msg
 
 CATALOG_FILE = Path(__file__).with_name("catalog.yaml")
 
@@ -28,7 +30,8 @@ class CatalogEntry:
     train_memory_gb_bf16: float  # estimated peak GPU memory for LoRA at the Zhen Huan preset's settings
     needs_remote_code: bool
     template: str  # the RunConfig `template` to train with
-    licence: str
+    licence: str      # English; licence_zh is the same in Chinese
+    licence_zh: str
     notes_en: str
     notes_zh: str
 
@@ -42,9 +45,16 @@ class CatalogEntry:
     def hub_id(self, source: str = "modelscope") -> str:
         return self.modelscope_id if source == "modelscope" else self.huggingface_id
 
+    def notes(self, lang: str) -> str:
+        """What to know before picking this model, in `lang` ('zh' or 'en')."""
+        return self.notes_zh if lang == "zh" else self.notes_en
 
-_TYPES = {f.name: f.type for f in dataclasses.fields(CatalogEntry)}
-_CASTS = {"str": str, "int": int, "float": float, "bool": bool}
+    def licence_text(self, lang: str) -> str:
+        return self.licence_zh if lang == "zh" else self.licence
+
+
+_TYPES = MappingProxyType({f.name: f.type for f in dataclasses.fields(CatalogEntry)})
+_CASTS = MappingProxyType({"str": str, "int": int, "float": float, "bool": bool})
 
 
 def load_catalog(path: str | Path = CATALOG_FILE) -> list[CatalogEntry]:
@@ -53,17 +63,20 @@ def load_catalog(path: str | Path = CATALOG_FILE) -> list[CatalogEntry]:
     try:
         document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read the model catalog: {exc}", str(path), "Restore the file.") from None
+        raise ConfigError(msg("catalog.unreadable", detail=first_line(exc)), str(path),
+                          msg("catalog.unreadable_fix")) from None
     entries = []
     for number, raw in enumerate(document.get("models") or [], start=1):
-        where = f"{path}, model {number} ({raw.get('key', '?') if isinstance(raw, dict) else '?'})"
+        where = msg("catalog.where_entry", path=str(path), number=number,
+                    key=raw.get("key", "?") if isinstance(raw, dict) else "?")
         if not isinstance(raw, dict):
-            raise ConfigError("an entry must be a mapping of keys to values", where)
+            raise ConfigError(msg("catalog.not_a_mapping"), where)
         unknown = sorted(set(raw) - set(_TYPES))
         missing = sorted(set(_TYPES) - set(raw))
         if unknown or missing:
-            raise ConfigError(f"unknown keys {unknown}" if unknown else f"missing keys {missing}", where,
-                              f"Each entry has exactly: {', '.join(_TYPES)}.")
+            what = (msg("catalog.unknown_keys", keys=unknown) if unknown
+                    else msg("catalog.missing_keys", keys=missing))
+            raise ConfigError(what, where, msg("catalog.keys_fix", keys=", ".join(_TYPES)))
         values = {}
         for key, value in raw.items():
             expected = _CASTS[_TYPES[key]]
@@ -72,12 +85,13 @@ def load_catalog(path: str | Path = CATALOG_FILE) -> list[CatalogEntry]:
             if value is None and expected is str:
                 value = ""
             if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-                raise ConfigError(f"'{key}' must be {_TYPES[key]}, not {type(value).__name__}", where)
+                raise ConfigError(msg("catalog.wrong_type", key=key, expected=_TYPES[key],
+                                      found=type(value).__name__), where)
             values[key] = value.strip() if isinstance(value, str) else value
         entries.append(CatalogEntry(**values))
     keys = [entry.key for entry in entries]
     if len(set(keys)) != len(keys):
-        raise ConfigError("two catalog entries share a key", str(path), "Give every entry its own key.")
+        raise ConfigError(msg("catalog.duplicate_key"), str(path), msg("catalog.duplicate_key_fix"))
     return entries
 
 

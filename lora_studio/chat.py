@@ -6,8 +6,8 @@ one row per answer: peft's mixed-adapter batch applies the adapter to the tuned 
 is "__base__", what `disable_adapter()` computes), so the base weights are read once for both and the
 tuned answer comes as fast as the base one. Both answers stream token by token in lockstep, with the
 same sampling settings and the same seed (each pane has its own `torch.Generator`, so neither touches
-the global RNG a training run may be using), and stop on the chat template's end-of-turn tokens. Chat loads its own copy of the model: it never
-serves the object a training job is updating.
+the global RNG a training run may be using), and stop on the chat template's end-of-turn tokens.
+Chat loads its own copy of the model: it never serves the object a training job is updating.
 """
 
 from __future__ import annotations
@@ -20,19 +20,12 @@ from pathlib import Path
 from typing import Iterator
 
 from .config import RunConfig, load_yaml
-from .errors import ModelError
+from .errors import ModelError, first_line
+from .i18n import msg
+from .sampling import SamplingConfig
+from .workspace import Workspace
 
 ZHEN_HUAN_SYSTEM_PROMPT = "现在你要扮演皇帝身边的女人--甄嬛"
-
-
-@dataclass
-class Sampling:
-    max_new_tokens: int = 256
-    temperature: float = 0.3        # 0 means greedy decoding
-    top_p: float = 0.8
-    top_k: int = 5
-    repetition_penalty: float = 1.1
-    seed: int = 42
 
 
 @dataclass
@@ -57,7 +50,7 @@ class Comparison:
 class _Pane:
     """One answer being decoded: its tokens, its random generator and its sampling rules."""
 
-    def __init__(self, engine: "ChatEngine", prompt_ids: list[int], sampling: Sampling, use_adapter: bool):
+    def __init__(self, engine: "ChatEngine", prompt_ids: list[int], sampling: SamplingConfig, use_adapter: bool):
         import torch
 
         self.engine, self.sampling, self.use_adapter = engine, sampling, use_adapter
@@ -135,7 +128,7 @@ class _Batch:
             self.cache.batch_select_indices(torch.tensor(keep, device=live[0].device))
 
 
-def _processors(sampling: Sampling):
+def _processors(sampling: SamplingConfig):
     from transformers.generation.logits_process import (LogitsProcessorList, RepetitionPenaltyLogitsProcessor,
                                                         TemperatureLogitsWarper, TopKLogitsWarper,
                                                         TopPLogitsWarper)
@@ -155,7 +148,8 @@ def _processors(sampling: Sampling):
 class ChatEngine:
     """Loads a base model once and answers with and without a chosen adapter."""
 
-    def __init__(self):
+    def __init__(self, workspace: Workspace):
+        self.workspace = workspace  # where model names are looked up
         self.model = None           # a PeftModel once an adapter is attached
         self.tokenizer = None
         self.renderer = None
@@ -171,12 +165,12 @@ class ChatEngine:
         """Load the base model named by `config`, unless it is already the one loaded."""
         from . import models
 
-        key = (str(models.resolve_model_path(config.model_name_or_path)), config.dtype, config.template,
-               config.trust_remote_code)
+        key = (str(models.resolve_model_path(config.model_name_or_path, self.workspace)), config.dtype,
+               config.template, config.trust_remote_code)
         if key == self.base_key:
             return
         with self.lock:
-            loaded = models.load(config)
+            loaded = models.load(config, self.workspace)
             loaded.model.eval()
             self.model, self.tokenizer, self.renderer = loaded.model, loaded.tokenizer, loaded.renderer
             self.stop_token_ids = loaded.renderer.stop_token_ids
@@ -192,15 +186,13 @@ class ChatEngine:
 
     def set_adapter(self, adapter_dir: Path | None) -> None:
         """Attach (or switch to) an adapter folder; None chats with the base model only."""
-        if self.model is None:
-            raise ModelError("no base model is loaded", "chat", "Load a model first.")
+        self._require_model()
         if adapter_dir is None:
             self.active_adapter = None
             return
         adapter_dir = Path(adapter_dir)
         if not (adapter_dir / "adapter_config.json").is_file():
-            raise ModelError("no adapter_config.json here", str(adapter_dir),
-                             "Pick a run's adapter/ folder or one of its checkpoints.")
+            raise ModelError(msg("chat.no_adapter_config"), str(adapter_dir), msg("chat.no_adapter_config_fix"))
         key = str(adapter_dir.resolve())
         with self.lock:
             if key not in self.adapters:
@@ -219,9 +211,13 @@ class ChatEngine:
             else:
                 self.model = PeftModel.from_pretrained(self.model, str(adapter_dir), adapter_name=name)
         except (RuntimeError, ValueError, OSError) as exc:
-            raise ModelError(f"this adapter does not fit the loaded base model ({str(exc).splitlines()[0]})",
-                             str(adapter_dir), "Load the base model the run was trained on.") from None
+            raise ModelError(msg("chat.adapter_mismatch", detail=first_line(exc)), str(adapter_dir),
+                             msg("chat.adapter_mismatch_fix")) from None
         self.model.eval()
+
+    def _require_model(self) -> None:
+        if self.model is None:
+            raise ModelError(msg("chat.no_base"), msg("chat.where"), msg("chat.no_base_fix"))
 
     def adapter_context(self, use_adapter: bool):
         """Where the model answers as the base: an adapter attached but switched off counts too."""
@@ -242,21 +238,21 @@ class ChatEngine:
         if not isinstance(self.model, PeftModel):
             return [_Batch(self, panes, mixed=False)]  # no adapter attached: both answers are the base's
         config = self.model.peft_config.get(self.active_adapter) if self.active_adapter else None
-        if config is not None and (getattr(config, "use_dora", False) or config.peft_type.value != "LORA"):
+        if config is not None and (config.peft_type.value != "LORA" or config.use_dora):
             return [_Batch(self, [p], mixed=False) for p in panes]  # peft mixes plain LoRA only
         return [_Batch(self, panes, mixed=True)]
 
     # --- answering -------------------------------------------------------------------------------
     def compare(self, messages: list[dict], system_prompt: str | None = None,
-                sampling: Sampling | None = None, base_messages: list[dict] | None = None) -> Iterator[Comparison]:
+                sampling: SamplingConfig | None = None,
+                base_messages: list[dict] | None = None) -> Iterator[Comparison]:
         """Stream the base and the tuned answer to the same conversation, token by token.
 
         In a multi-turn chat each pane continues its own conversation: `base_messages` holds the base
         pane's (the same user turns, the base model's own earlier answers); by default both share one.
         """
-        sampling = sampling or Sampling()
-        if self.model is None:
-            raise ModelError("no base model is loaded", "chat", "Load a model first.")
+        sampling = sampling or SamplingConfig()
+        self._require_model()
         prompt = self.renderer.encode_prompt(messages, system_prompt)
         base_prompt = self.renderer.encode_prompt(base_messages, system_prompt) if base_messages else prompt
         with self.lock:
@@ -276,7 +272,8 @@ class ChatEngine:
             yield result
 
     def answer(self, messages: list[dict], system_prompt: str | None = None,
-               sampling: Sampling | None = None, base_messages: list[dict] | None = None) -> tuple[str, str]:
+               sampling: SamplingConfig | None = None,
+               base_messages: list[dict] | None = None) -> tuple[str, str]:
         """Both final answers at once (the CLI and tests use this)."""
         final = Comparison()
         for final in self.compare(messages, system_prompt, sampling, base_messages):
@@ -293,8 +290,7 @@ def resolve_adapter_dir(path: Path) -> Path:
         return path
     found = adapter_dirs(path) if path.is_dir() else []
     if not found:
-        raise ModelError("no adapter here", str(path),
-                         "Give a run folder (workspace/runs/NAME) that finished or saved a checkpoint.")
+        raise ModelError(msg("chat.no_adapter"), str(path), msg("chat.no_adapter_fix"))
     return found[0]
 
 
@@ -304,5 +300,4 @@ def run_config_for(adapter_dir: Path) -> RunConfig:
     for folder in (adapter_dir, *adapter_dir.parents[:3]):
         if (folder / "config.yaml").is_file():
             return load_yaml(folder / "config.yaml")
-    raise ModelError("cannot tell which base model this adapter belongs to (no run config.yaml)",
-                     str(adapter_dir), "Pass --model with the base model.")
+    raise ModelError(msg("chat.no_run_config"), str(adapter_dir), msg("chat.no_run_config_fix"))

@@ -1,87 +1,104 @@
 """Command line: `python studio.py COMMAND` (same as `python -m lora_studio COMMAND`).
 
-With no command it starts the web studio. Every error a user can cause is printed as one clear
-message and exits non-zero; tracebacks are kept for real bugs (set LORA_STUDIO_DEBUG=1 to see them).
+With no command it starts the web studio. `main` builds the one Workspace (from `--workspace` or
+$LORA_STUDIO_HOME) and the language (`--lang`, else LANG: zh_CN gives Chinese) and hands both to every
+command as `args.workspace` and `args.lang`. Every line it prints comes from the message catalogue.
+An error a user can cause is printed as one message and exits 2; a bug exits 1 with a short
+internal-error line. LORA_STUDIO_DEBUG=1 prints the traceback of every error, ours included.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+import traceback
 import warnings
-from pathlib import Path
 
-from .errors import StudioError
+from .errors import StudioError, debugging, first_line
+from .i18n import LANGUAGES, language_from_env, text
+from .workspace import HOME_VARIABLE, Workspace
+
+COMMON_OPTIONS = ("--lang", "--workspace")  # taken before the command and after it alike
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="studio.py", description="LoRA Studio: fine-tune chat models "
-                                     "with LoRA, from a web studio or the command line.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+def help_text(key: str, lang: str, **params) -> str:
+    """A catalogue text for argparse, whose help strings are %-format templates."""
+    return text(key, lang, **params).replace("%", "%%")
 
-    train = sub.add_parser("train", help="train a LoRA adapter from a YAML config")
-    train.add_argument("config", help="a YAML file, e.g. presets/demo-tiny.yaml")
-    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a setting, e.g. --set learning_rate=2e-4 (repeatable)")
-    train.add_argument("--dry-run", action="store_true", help="report parameters, steps and memory; "
-                       "download nothing, train nothing")
-    train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
-    train.set_defaults(func=_train)
 
-    chat = sub.add_parser("chat", help="compare base and tuned answers side by side")
-    chat.add_argument("--adapter", required=True, metavar="RUN_DIR", help="a run folder or adapter folder")
-    chat.add_argument("--model", help="base model (default: the one the run was trained on)")
-    chat.add_argument("--prompt", help="ask once and exit (default: an interactive loop)")
-    chat.add_argument("--system", help="system prompt (default: the run's, else Zhen Huan's)")
-    chat.add_argument("--temperature", type=float, default=0.3, help="0 for greedy decoding")
-    chat.add_argument("--top-p", type=float, default=0.8)
-    chat.add_argument("--top-k", type=int, default=5)
-    chat.add_argument("--repetition-penalty", type=float, default=1.1)
-    chat.add_argument("--max-new-tokens", type=int, default=256)
-    chat.add_argument("--seed", type=int, default=42)
-    chat.set_defaults(func=_chat)
+def add_common_options(parser: argparse.ArgumentParser, lang: str, default) -> None:
+    parser.add_argument("--lang", choices=LANGUAGES, default=default, help=help_text("cli.help_lang", lang))
+    parser.add_argument("--workspace", metavar="DIR", default=default,
+                        help=help_text("cli.help_workspace", lang, variable=HOME_VARIABLE))
 
-    data = sub.add_parser("data", help="dataset tools")
-    data_sub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
-    check = data_sub.add_parser("check", help="validate a dataset file and print its statistics")
-    check.add_argument("file")
-    check.add_argument("--model", help="count tokens with this model's tokenizer and chat template")
-    check.add_argument("--cutoff", type=int, help="cutoff_len to check lengths against")
-    check.add_argument("--format", default="auto", choices=["auto", "alpaca", "messages"])
-    check.add_argument("--system", default="", help="system prompt added when counting tokens")
-    check.set_defaults(func=_data_check)
 
-    demo = sub.add_parser("demo-model", help="build the tiny offline demo model into the workspace")
-    demo.add_argument("--force", action="store_true", help="rebuild even if it exists")
-    demo.set_defaults(func=_demo_model)
+def command_parser_class(lang: str) -> type[argparse.ArgumentParser]:
+    """The parser class of every subcommand: each one takes --lang and --workspace too.
 
-    runs = sub.add_parser("runs", help="list the runs in the workspace")
-    runs.set_defaults(func=_runs)
+    Their default is SUPPRESS so that a subcommand that does not get them leaves what the top level
+    parsed; 'resolve' lets a subcommand that defines them itself (the studio's) keep its own.
+    """
+    class CommandParser(argparse.ArgumentParser):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **{"conflict_handler": "resolve", **kwargs})
+            add_common_options(self, lang, argparse.SUPPRESS)
 
-    from . import cli_hub
+    return CommandParser
 
-    cli_hub.register(sub)
-    _register_studio(sub)
+
+def build_parser(lang: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="studio.py", description=help_text("cli.description", lang))
+    add_common_options(parser, lang, None)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=command_parser_class(lang))
+    from . import cli_commands, cli_hub
+
+    cli_commands.register(sub, lang)
+    cli_hub.register(sub, lang)
+    _register_studio(sub, lang)
     return parser
 
 
-def _register_studio(sub) -> None:
+def _register_studio(sub, lang: str) -> None:
+    """The web studio's command comes from the UI package, which is optional for the library."""
     try:
         from .ui import cli as ui_cli
     except ImportError:
         return
-    ui_cli.register(sub)
+    ui_cli.register(sub, lang)
+
+
+def requested_language(argv: list[str], environ=None) -> str:
+    """--lang from the command line, before parsing it (the help texts need it), else from LANG."""
+    for index, arg in enumerate(argv):
+        value = arg.partition("=")[2] if arg.startswith("--lang=") else (
+            argv[index + 1] if arg == "--lang" and index + 1 < len(argv) else None)
+        if value in LANGUAGES:
+            return value
+    return language_from_env(environ)
+
+
+def _with_default_command(argv: list[str], commands) -> list[str]:
+    """Plain `python studio.py [--workspace W] [--port ...]` opens the web studio."""
+    index = 0
+    while index < len(argv) and argv[index].split("=")[0] in COMMON_OPTIONS:
+        index += 1 if "=" in argv[index] else 2
+    rest = argv[index:]
+    if "studio" in commands and (not rest or (rest[0].startswith("-") and rest[0] not in ("-h", "--help"))):
+        return [*argv[:index], "studio", *rest]
+    return argv
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
+    lang = requested_language(argv)
+    parser = build_parser(lang)
     commands = parser._subparsers._group_actions[0].choices  # noqa: SLF001 - argparse has no public API
-    if "studio" in commands and (not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help"))):
-        argv = ["studio", *argv]  # plain `python studio.py [--port ...]` opens the web studio
-    args = parser.parse_args(argv)
-    if not os.environ.get("LORA_STUDIO_DEBUG"):
+    args = parser.parse_args(_with_default_command(argv, commands))
+    lang = args.lang or language_from_env()
+    # lang_given: the studio lets each browser choose its language unless --lang forced one
+    args.lang_given, args.lang = args.lang is not None, lang
+    args.workspace = Workspace.from_env(folder=args.workspace)
+    if not debugging():
         # deprecation notices between transformers, peft and torch are for their developers, not users
         warnings.filterwarnings("ignore", category=FutureWarning)
     if args.command is None:
@@ -90,149 +107,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except StudioError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
+        if debugging():
+            traceback.print_exc()
+        print(text("errors.prefix", lang) + exc.render(lang), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
+        print("\n" + text("errors.interrupted", lang), file=sys.stderr)
         return 130
-    except Exception as exc:  # noqa: BLE001 - a bug: say so plainly, keep the traceback for debugging
-        if os.environ.get("LORA_STUDIO_DEBUG"):
-            raise
-        print(f"internal error: {type(exc).__name__}: {exc}\n(run with LORA_STUDIO_DEBUG=1 for the "
-              "traceback, and please report it)", file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 - a bug: say so plainly, the traceback is for debugging
+        if debugging():
+            traceback.print_exc()
+        print(text("errors.internal_cli", lang, type=type(exc).__name__, first_line=first_line(exc)),
+              file=sys.stderr)
         return 1
-
-
-# --- train ---------------------------------------------------------------------------------------
-def _train(args) -> int:
-    from .config import apply_overrides, load_yaml
-
-    if args.resume:
-        from .training import TrainingJob
-
-        return _follow(TrainingJob.resume(Path(args.resume)))
-    config = apply_overrides(load_yaml(args.config), args.set)
-    if args.dry_run:
-        from .cli_report import print_dry_run
-
-        print_dry_run(config)
-        return 0
-    from .training import TrainingJob
-
-    return _follow(TrainingJob(config))
-
-
-def _follow(job) -> int:
-    """Start a job and show its progress with tqdm until it ends; Ctrl-C stops it gracefully."""
-    from tqdm import tqdm
-
-    from .events import Failed, Finished, Log, Progress
-
-    run_dir = job.start()
-    show = job.is_main
-    if show:
-        print(f"Run directory: {run_dir}")
-    bar = tqdm(total=None, unit="step", disable=not show, dynamic_ncols=True)
-    seen, end = 0, None
-    while end is None:
-        try:
-            job.join(timeout=0.2)
-        except KeyboardInterrupt:
-            bar.write("Stopping after the current step; the adapter will be saved...")
-            job.stop()
-        for event in job.events.since(seen):
-            seen += 1
-            if isinstance(event, Progress):
-                if bar.total is None:  # the first step: start the clock now, not while the model loaded
-                    bar.reset(total=event.total_steps)
-                    bar.update(event.step - 1)  # a resumed run starts at its checkpoint's step
-                    bar.last_print_n = bar.n
-                bar.n = event.step
-                bar.set_postfix({k: v for k, v in (("loss", event.loss),
-                                 ("tok/s", event.tokens_per_second)) if v is not None}, refresh=False)
-                bar.refresh()
-            elif isinstance(event, Log) and show:  # under torchrun rank 0 speaks for all
-                bar.write(event.message)
-            elif isinstance(event, (Finished, Failed)):
-                end = event
-    bar.close()
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        print(f"[rank {os.environ.get('RANK', '0')}] {job.summary()}", flush=True)
-    if isinstance(end, Failed):
-        print(f"error: {end.message}", file=sys.stderr)
-        return 1
-    if show:
-        loss = f", final loss {end.loss:.4f}" if end.loss is not None else ""
-        print(f"Run {end.status} at step {end.step}{loss}.\nAdapter: {end.output}\nRun directory: {run_dir}")
-    return 0
-
-
-# --- chat ----------------------------------------------------------------------------------------
-def _chat(args) -> int:
-    from .chat import ZHEN_HUAN_SYSTEM_PROMPT, ChatEngine, Sampling, resolve_adapter_dir, run_config_for
-    from .cli_report import print_side_by_side
-
-    adapter = resolve_adapter_dir(Path(args.adapter))
-    config = run_config_for(adapter) if not args.model else None
-    if config is None:
-        from .config import RunConfig
-
-        config = RunConfig(model_name_or_path=args.model)
-    elif args.model:
-        config = config.replace(model_name_or_path=args.model)
-    system = args.system if args.system is not None else (config.system_prompt or ZHEN_HUAN_SYSTEM_PROMPT)
-    engine = ChatEngine()
-    engine.load_base(config)
-    engine.set_adapter(adapter)
-    sampling = Sampling(args.max_new_tokens, args.temperature, args.top_p, args.top_k,
-                        args.repetition_penalty, args.seed)
-    prompts = [args.prompt] if args.prompt is not None else _interactive_prompts()
-    base_talk: list[dict] = []
-    tuned_talk: list[dict] = []  # interactively, each side continues its own conversation
-    for prompt in prompts:
-        turn = {"role": "user", "content": prompt}
-        base, tuned = engine.answer(tuned_talk + [turn], system, sampling, base_messages=base_talk + [turn])
-        print_side_by_side(prompt, base, tuned)
-        base_talk += [turn, {"role": "assistant", "content": base}]
-        tuned_talk += [turn, {"role": "assistant", "content": tuned}]
-    return 0
-
-
-def _interactive_prompts():
-    print("Type a message (empty line or Ctrl-D to quit); both sides remember the conversation.")
-    while True:
-        try:
-            line = input("> ").strip()
-        except EOFError:
-            return
-        if not line:
-            return
-        yield line
-
-
-# --- data, demo model, runs ----------------------------------------------------------------------
-def _data_check(args) -> int:
-    from .cli_report import print_data_report
-
-    print_data_report(Path(args.file), args.format, args.model, args.cutoff, args.system)
-    return 0
-
-
-def _demo_model(args) -> int:
-    from .demo_model import build_demo_model
-
-    path = build_demo_model(force=args.force, progress=print)
-    print(f"Demo model ready: {path}")
-    return 0
-
-
-def _runs(args) -> int:
-    from .runs import list_runs
-
-    runs = list_runs()
-    if not runs:
-        print("No runs yet. Start one with: python studio.py train presets/demo-tiny.yaml")
-    for run in runs:
-        loss = f"{run.loss:.4f}" if run.loss is not None else "-"
-        print(f"{run.name:40s} {run.status:11s} step {run.step}/{run.total_steps}  loss {loss}  {run.model}")
-    return 0

@@ -1,7 +1,7 @@
 """CLI commands `download` (fetch a model from ModelScope or Hugging Face) and `models` (list the workspace's).
 
-`register(subparsers)` adds both to the main parser; each handler returns an exit code and lets a
-StudioError rise to the top-level handler, which prints it.
+`register(subparsers, lang)` adds both to the main parser; each handler gets `args.workspace` and
+`args.lang`, returns an exit code and lets a StudioError rise to `cli.main`, which prints it.
 """
 
 from __future__ import annotations
@@ -9,76 +9,90 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .cli import help_text
+from .config import Setting
 from .events import DownloadProgress, Failed, Finished, Log
 from .hub_sources import SOURCES
+from .i18n import text
+
+CANCELLED_EXIT = 130  # the shell's code for "stopped by Ctrl-C"
 
 
-def register(subparsers) -> None:
-    download = subparsers.add_parser(
-        "download", help="download a model into the workspace (resumes an interrupted download)",
-        description="Download a model into the workspace's models/ folder. Run it again after an "
-        "interruption and it continues where it stopped.")
-    download.add_argument("model_id", metavar="MODEL_ID", help="hub id, e.g. Qwen/Qwen2.5-0.5B-Instruct")
-    download.add_argument("--source", choices=SOURCES, default="modelscope",
-                          help="where to download from (default: modelscope)")
-    download.add_argument("--revision", default="", metavar="R", help="branch, tag or commit (default: the "
-                          "hub's default branch)")
+def register(subparsers, lang: str) -> None:
+    download = subparsers.add_parser("download", help=help_text("cli.help_download", lang),
+                                     description=help_text("cli.help_download_long", lang))
+    download.add_argument("model_id", metavar="MODEL_ID", help=help_text("cli.help_model_id", lang))
+    download.add_argument("--source", choices=SOURCES, default=SOURCES[0], help=help_text("cli.help_source", lang))
+    download.add_argument("--revision", default="", metavar="R", help=help_text("cli.help_revision", lang))
     download.set_defaults(func=download_command)
 
-    models = subparsers.add_parser("models", help="list the models in the workspace")
+    models = subparsers.add_parser("models", help=help_text("cli.help_models", lang))
     models.set_defaults(func=models_command)
 
 
-def download_command(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+class DownloadBar:
+    """The one tqdm bar of a download, started at what an earlier run left so speed and ETA are honest."""
 
+    def __init__(self, lang: str):
+        self.lang = lang
+        self.bar = None
+
+    def __call__(self, event) -> None:
+        if isinstance(event, DownloadProgress):
+            if self.bar is None:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=event.bytes_total, initial=event.bytes_done, unit="B", unit_scale=True,
+                                unit_divisor=1000, desc=text("cli.downloading", self.lang), dynamic_ncols=True)
+            self.bar.update(event.bytes_done - self.bar.n)
+            if event.current_file:
+                self.bar.set_postfix_str(event.current_file, refresh=False)
+        elif isinstance(event, Log):
+            line = event.text.render(self.lang)
+            if event.level == "warning":
+                line = text("cli.warning_prefix", self.lang) + line
+            (self.bar.write if self.bar is not None else print)(line)
+        elif isinstance(event, (Finished, Failed)):
+            self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def download_command(args: argparse.Namespace) -> int:
     from .hub import DownloadCancelledError, download
 
-    bar: tqdm | None = None
-
-    def on_event(event) -> None:
-        nonlocal bar
-        if isinstance(event, DownloadProgress):
-            if bar is None:
-                # Start at what an earlier run left, so a resumed download's speed and ETA are honest.
-                bar = tqdm(total=event.bytes_total, initial=event.bytes_done, unit="B", unit_scale=True,
-                           unit_divisor=1000, desc="Downloading", dynamic_ncols=True)
-            bar.update(event.bytes_done - bar.n)
-            if event.current_file:
-                bar.set_postfix_str(event.current_file, refresh=False)
-        elif isinstance(event, Log):
-            (bar.write if bar is not None else print)(("Warning: " if event.level == "warning" else "")
-                                                      + event.message)
-        elif isinstance(event, (Finished, Failed)) and bar is not None:
-            bar.close()
-            bar = None
-
+    bar = DownloadBar(args.lang)
     try:
-        folder = download(args.model_id, source=args.source, revision=args.revision, on_event=on_event)
+        folder = download(args.model_id, args.workspace, source=args.source, revision=args.revision,
+                          on_event=bar)
     except DownloadCancelledError as exc:
-        if bar is not None:
-            bar.close()
-        print(f"\n{exc}", file=sys.stderr)
-        return 130  # the shell's code for "stopped by Ctrl-C"
+        bar.close()
+        print("\n" + exc.render(args.lang), file=sys.stderr)
+        return CANCELLED_EXIT
     finally:
-        if bar is not None:
-            bar.close()
-    print(f"Saved to {folder}")
-    print(f"Use it with: --set model_name_or_path={args.model_id}")
+        bar.close()
+    print(text("cli.saved_to", args.lang, path=str(folder)))
+    print(text("cli.use_it", args.lang, key=Setting.model_name_or_path, model=args.model_id))
     return 0
 
 
 def models_command(args: argparse.Namespace) -> int:
-    from .hub_local import format_bytes, list_local_models, models_dir
+    from .cli_report import display_width, pad
+    from .hub_local import format_bytes, list_local_models
 
-    models = list_local_models()
+    lang, root = args.lang, args.workspace.models
+    models = list_local_models(args.workspace)
     if not models:
-        print(f"No models in {models_dir()} yet. Get one with: python studio.py download "
-              "Qwen/Qwen2.5-0.5B-Instruct  (or: python studio.py demo-model)")
+        print(text("cli.no_models", lang, folder=str(root)))
         return 0
-    width = max(len(m.name) for m in models)
-    print(f"Models in {models_dir()}:")
+    width = max(display_width(m.name) for m in models)
+    print(text("cli.models_in", lang, folder=str(root)))
     for model in models:
-        status = "ready" if model.complete else "incomplete: missing " + "; ".join(model.missing)
-        print(f"  {model.name:<{width}}  {format_bytes(model.size):>9}  {status}")
+        status = (text("cli.model_ready", lang) if model.complete
+                  else text("cli.model_incomplete", lang, missing=model.missing_text(lang)))
+        print(text("cli.model_line", lang, name=pad(model.name, width), size=f"{format_bytes(model.size):>9}",
+                   status=status))
     return 0

@@ -1,26 +1,35 @@
-"""What the CLI prints: side-by-side answers, dataset reports and dry-run estimates."""
+"""What the CLI prints beyond one-line messages: side-by-side answers, the runs table, dataset reports."""
 
 from __future__ import annotations
 
 import shutil
-import textwrap
 import unicodedata
 from pathlib import Path
 
 from .config import RunConfig
+from .i18n import text
+from .workspace import Workspace
+
+NARROW_COLUMNS = 60  # below this a terminal shows the two answers one after the other
+RUN_NAME_WIDTH = 40
 
 
-def _width(text: str) -> int:
-    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+def display_width(value: str) -> int:
+    """Columns a terminal gives `value`: two for each wide (Chinese) character."""
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in value)
 
 
-def _wrap(text: str, width: int) -> list[str]:
+def pad(value: str, width: int) -> str:
+    return value + " " * max(0, width - display_width(value))
+
+
+def _wrap(value: str, width: int) -> list[str]:
     """Wrap by display width, so Chinese (two columns a character) lines up."""
     lines = []
-    for paragraph in text.splitlines() or [""]:
+    for paragraph in value.splitlines() or [""]:
         line = ""
         for ch in paragraph:
-            if _width(line + ch) > width:
+            if display_width(line + ch) > width:
                 lines.append(line)
                 line = ""
             line += ch
@@ -28,53 +37,52 @@ def _wrap(text: str, width: int) -> list[str]:
     return lines
 
 
-def print_side_by_side(prompt: str, base: str, tuned: str) -> None:
+def print_side_by_side(prompt: str, base: str, tuned: str, lang: str) -> None:
     columns = shutil.get_terminal_size((100, 20)).columns
-    print(f"\n> {prompt}")
-    if columns < 60:
-        print(f"[基础模型 base]\n{base}\n[微调后 tuned]\n{tuned}")
+    base_title, tuned_title = text("cli.base_answer", lang), text("cli.tuned_answer", lang)
+    print("\n" + text("cli.chat_prompt", lang) + prompt)
+    if columns < NARROW_COLUMNS:
+        print(f"[{base_title}]\n{base}\n[{tuned_title}]\n{tuned}")
         return
     half = (columns - 3) // 2
     left, right = _wrap(base, half), _wrap(tuned, half)
-    print(_pad("基础模型 base", half) + " | 微调后 tuned")
+    print(pad(base_title, half) + " | " + tuned_title)
     print("-" * half + "-+-" + "-" * half)
     for i in range(max(len(left), len(right))):
         a = left[i] if i < len(left) else ""
         b = right[i] if i < len(right) else ""
-        print(_pad(a, half) + " | " + b)
+        print(pad(a, half) + " | " + b)
 
 
-def _pad(text: str, width: int) -> str:
-    return text + " " * max(0, width - _width(text))
+def print_runs(runs: list, lang: str) -> None:
+    """One line a run, newest first: name, status, steps, last loss, base model."""
+    if not runs:
+        print(text("cli.no_runs", lang))
+        return
+    statuses = {run.status: text(f"status.{run.status}", lang) for run in runs}
+    status_width = max(display_width(word) for word in statuses.values())
+    for run in runs:
+        loss = f"{run.loss:.4f}" if run.loss is not None else "-"
+        print(text("cli.run_line", lang, name=pad(run.name, RUN_NAME_WIDTH),
+                   status=pad(statuses[run.status], status_width), step=run.step, total=run.total_steps,
+                   loss=loss, model=run.model).rstrip())
 
 
-def print_data_report(path: Path, data_format: str, model: str | None, cutoff: int | None,
-                      system: str) -> None:
+def data_report(path: Path, data_format: str, workspace: Workspace, model: str | None = None,
+                cutoff: int | None = None, system: str = ""):
+    """(number of records, DatasetReport) for `data check`; tokens are counted when a model is named."""
     from .data import dataset_report, load_records
 
     records = load_records(path, data_format)
     token_length, cutoff_len = None, cutoff
     if model:
-        from . import models
-        from .templates import ChatRenderer
+        from .models import renderer_for
 
         config = RunConfig(model_name_or_path=model)
-        model_path = models.resolve_model_path(model)
-        model_config = models.read_model_config(model_path)
-        tokenizer = models.load_tokenizer(model_path, config, model_config)
-        renderer = ChatRenderer(tokenizer, "auto", model_config.get("model_type"), system)
+        renderer = renderer_for(config, workspace, system)
         cutoff_len = cutoff or config.cutoff_len
 
         def token_length(record):
             return len(renderer.encode_example(record.messages).input_ids)
 
-    report = dataset_report(records, token_length=token_length, cutoff_len=cutoff_len)
-    print(f"{path}: {len(records)} records, format OK")
-    print(report.to_text())
-
-
-def print_dry_run(config: RunConfig) -> None:
-    from .estimate import dry_run
-
-    report = dry_run(config)
-    print(report.to_text())
+    return len(records), dataset_report(records, token_length=token_length, cutoff_len=cutoff_len)

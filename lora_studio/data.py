@@ -7,6 +7,7 @@ system message, then user and assistant turns alternating, ending with the assis
 
 Parsing uses the json module directly (not `datasets.load_dataset`) so that every problem becomes a
 `DataError` naming the file, the record (and its line) and the field. Statistics live in `data_stats`.
+`select_records` chooses the records a run trains and validates on.
 """
 
 from __future__ import annotations
@@ -14,23 +15,24 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
+from .config import RunConfig, Setting
 from .data_parse import Place, kind_of, parse_records
 # re-exported: callers use `data` as the one entry point
 from .data_stats import DatasetReport, conversation_key, dataset_report  # noqa: F401
 from .errors import DataError
+from .i18n import Msg, msg
 
 FORMATS = ("alpaca", "messages")
-ALPACA_KEYS = {"instruction", "output"}
+ALPACA_KEYS = frozenset({"instruction", "output"})
 CHAT_KEYS = ("messages", "conversations")
 # ShareGPT speaks of human/gpt; everything is stored with OpenAI's role names.
-ROLES = {"system": "system", "user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant"}
-ALPACA_FIX = ("An alpaca record needs 'instruction' and 'output' ('input', 'system' and 'history' are "
-              'optional), e.g. {"instruction": "你是谁？", "input": "", "output": "臣妾甄嬛。"}.')
-_AN = {"user": "a user", "assistant": "an assistant"}
-CHAT_FIX = ("A chat record is {\"messages\": [{\"role\": \"user\", \"content\": \"...\"}, "
-            "{\"role\": \"assistant\", \"content\": \"...\"}]} (or ShareGPT's \"conversations\" with "
-            "\"from\" and \"value\").")
+ROLES = MappingProxyType({"system": "system", "user": "user", "human": "user", "assistant": "assistant",
+                          "gpt": "assistant"})
+ALPACA_EXAMPLE = '{"instruction": "你是谁？", "input": "", "output": "臣妾甄嬛。"}'
+CHAT_EXAMPLE = ('{"messages": [{"role": "user", "content": "..."}, '
+                '{"role": "assistant", "content": "..."}]}')
 
 
 @dataclass
@@ -41,21 +43,45 @@ class Record:
     messages: list[dict]  # normalised conversation, see the module docstring
 
 
+@dataclass(frozen=True)
+class Selection:
+    """The records a run trains and validates on, and how they were chosen from the files."""
+    train: list[Record]
+    val: list[Record]
+    total: int    # records read from the files
+    removed: int  # exact duplicates dropped (with dedupe on)
+
+
+def select_records(config: RunConfig, records: list[Record] | None = None) -> Selection:
+    """The records a run uses: the files read, deduplicated (`dedupe`), cut to `max_samples` and split.
+
+    The one place this choice is made: training, the dry run and the dataset doctor all call it, so
+    none of them can disagree about which records go where. `records` are the files already loaded
+    (`load_files(config.data_files, config.data_format)`), for a caller that has them.
+    """
+    if records is None:
+        records = load_files(config.data_files, config.data_format)
+    kept, removed = dedupe(records) if config.dedupe else (list(records), 0)
+    if config.max_samples:
+        kept = kept[:config.max_samples]
+    train, val = split(kept, config.val_size, config.seed)
+    return Selection(train, val, len(records), removed)
+
+
 def load_files(paths, data_format: str = "auto") -> list[Record]:
     """Load several dataset files and concatenate their records (each file detected on its own)."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
     if not paths:
-        raise DataError("no data files given", "data_files",
-                        "Name at least one file, e.g. --set data_files=data/huanhuan_sample.json.")
+        raise DataError(msg("data.no_files"), Setting.data_files, msg("data.no_files_fix", key=Setting.data_files))
     return [record for path in paths for record in load_records(path, data_format)]
 
 
 def load_records(path, data_format: str = "auto") -> list[Record]:
     """Read one JSON or JSONL dataset file, validate every record and normalise it to messages."""
     if data_format not in ("auto", *FORMATS):
-        raise DataError(f"unknown data_format '{data_format}'", "data_format",
-                        "Use 'auto', 'alpaca' or 'messages'.")
+        raise DataError(msg("data.unknown_format", key=Setting.data_format, value=data_format),
+                        Setting.data_format, msg("data.unknown_format_fix", choices=", ".join(("auto", *FORMATS))))
     shown = str(path)
     resolved = Path(path).expanduser()
     if not resolved.is_absolute():  # relative to where the user runs the command
@@ -92,8 +118,8 @@ def dedupe(records: list[Record]) -> tuple[list[Record], int]:
 def split(records: list[Record], val_size: float, seed: int) -> tuple[list[Record], list[Record]]:
     """Hold out `val_size` of the records for validation, chosen by `seed`; both keep file order."""
     if not 0 <= val_size < 1:
-        raise DataError(f"val_size {val_size} is not a fraction below 1", "val_size",
-                        "Use a value such as 0.1 (10% for validation), or 0 for none.")
+        raise DataError(msg("data.bad_val_size", key=Setting.val_size, value=val_size), Setting.val_size,
+                        msg("data.bad_val_size_fix"))
     count = round(len(records) * val_size)
     if val_size > 0 and len(records) > 1:
         count = min(max(count, 1), len(records) - 1)  # a requested split is never empty on either side
@@ -113,36 +139,41 @@ def to_dataset(records: list[Record]):
 
 
 # --- detection -------------------------------------------------------------------------------------
+def _alpaca_fix() -> Msg:
+    return msg("data.alpaca_fix", example=ALPACA_EXAMPLE)
+
+
+def _chat_fix() -> Msg:
+    return msg("data.chat_fix", example=CHAT_EXAMPLE)
+
+
 def _detect(raw, place: Place) -> str:
     if not isinstance(raw, dict):
-        raise place.error(f"the record is {kind_of(raw)}, not a JSON object",
-                          fix="Each record must be a JSON object in braces. " + ALPACA_FIX)
+        raise place.error(msg("data.not_an_object", kind=kind_of(raw)),
+                          fix=msg("data.not_an_object_fix", fix=_alpaca_fix()))
     alpaca, chat = bool(ALPACA_KEYS & raw.keys()), any(key in raw for key in CHAT_KEYS)
     if alpaca != chat:
         return "alpaca" if alpaca else "messages"
-    keys = ", ".join(repr(k) for k in raw) or "none"
-    what = ("the record mixes alpaca fields with a conversation" if alpaca
-            else "unknown record format: neither alpaca nor chat messages")
-    raise place.error(f"{what} (keys found: {keys})",
-                      fix="Use alpaca ('instruction', 'input', 'output') or chat ('messages' or "
-                          "'conversations'); see data/README.md for examples.")
+    keys = ", ".join(repr(k) for k in raw) or msg("data.no_keys")
+    what = msg("data.mixes_formats" if alpaca else "data.unknown_record", keys=keys)
+    raise place.error(what, fix=msg("data.unknown_record_fix"))
 
 
-def _format_mismatch(found: str, expected: str, first: int | None) -> tuple[str, None, str]:
+def _format_mismatch(found: str, expected: str, first: int | None) -> tuple[Msg, None, Msg]:
     if first is None:  # the user named the format
-        return (f"this record is in {found} format but data_format is '{expected}'", None,
-                f"Set data_format to 'auto' or '{found}', or convert the file.")
-    return (f"mixed formats: this record is in {found} format but record {first} (the first) is {expected}",
-            None,
-            "Keep one format per file: convert these records or move them to a file of their own.")
+        return (msg("data.format_not_as_set", found=found, key=Setting.data_format, expected=expected), None,
+                msg("data.format_not_as_set_fix", key=Setting.data_format, found=found))
+    return (msg("data.mixed_formats", found=found, first=first, expected=expected), None,
+            msg("data.mixed_formats_fix"))
 
 
 # --- alpaca ----------------------------------------------------------------------------------------
 def _alpaca_messages(raw: dict, place: Place) -> list[dict]:
-    instruction = _text(raw, "instruction", place, ALPACA_FIX)
-    user_input = _text(raw, "input", place, ALPACA_FIX, required=False)
-    output = _text(raw, "output", place, ALPACA_FIX)
-    system = _text(raw, "system", place, ALPACA_FIX, required=False)
+    fix = _alpaca_fix()
+    instruction = _text(raw, "instruction", place, fix)
+    user_input = _text(raw, "input", place, fix, required=False)
+    output = _text(raw, "output", place, fix)
+    system = _text(raw, "system", place, fix, required=False)
     messages = [{"role": "system", "content": system}] if system.strip() else []
     messages += _history_messages(raw.get("history"), place)
     prompt = f"{instruction}\n{user_input}" if user_input.strip() else instruction
@@ -150,18 +181,17 @@ def _alpaca_messages(raw: dict, place: Place) -> list[dict]:
 
 
 def _history_messages(history, place: Place) -> list[dict]:
-    fix = 'Write the earlier turns as [[user, assistant], ...], e.g. [["你好", "皇上万福。"]].'
+    fix = msg("data.history_fix", example='[["你好", "皇上万福。"]]')
     if history is None:
         return []
     if not isinstance(history, list):
-        raise place.error(f"history must be a list of [user, assistant] pairs, not {kind_of(history)}",
-                          "history", fix)
+        raise place.error(msg("data.history_not_list", kind=kind_of(history)), "history", fix)
     messages = []
     for i, pair in enumerate(history):
         if not isinstance(pair, list) or len(pair) != 2:
-            size = f" of {len(pair)} items" if isinstance(pair, list) else ""
-            raise place.error(f"history entry is {kind_of(pair)}{size}, not a [user, assistant] pair",
-                              f"history[{i}]", fix)
+            what = (msg("data.history_wrong_size", size=len(pair)) if isinstance(pair, list)
+                    else msg("data.history_not_pair", kind=kind_of(pair)))
+            raise place.error(what, f"history[{i}]", fix)
         for j, role in enumerate(("user", "assistant")):
             content = _check_text(pair[j], f"history[{i}][{j}]", place, fix, allow_empty=False)
             messages.append({"role": role, "content": content})
@@ -171,68 +201,59 @@ def _history_messages(history, place: Place) -> list[dict]:
 # --- chat messages ---------------------------------------------------------------------------------
 def _chat_messages(raw: dict, place: Place) -> list[dict]:
     key = "messages" if "messages" in raw else "conversations"
-    turns = raw[key]
+    turns, fix = raw[key], _chat_fix()
     if not isinstance(turns, list):
-        raise place.error(f"must be a list of messages, not {kind_of(turns)}", key, CHAT_FIX)
+        raise place.error(msg("data.turns_not_list", kind=kind_of(turns)), key, fix)
     if not turns:
-        raise place.error("the conversation is empty", key, "Add a user message and the assistant's answer.")
+        raise place.error(msg("data.empty_conversation"), key, msg("data.empty_conversation_fix"))
     messages, expected = [], "user"
     for i, turn in enumerate(turns):
         field = f"{key}[{i}]"
         if not isinstance(turn, dict):
-            raise place.error(f"a message must be a JSON object, not {kind_of(turn)}", field, CHAT_FIX)
+            raise place.error(msg("data.message_not_object", kind=kind_of(turn)), field, fix)
         role_key = "from" if "from" in turn and "role" not in turn else "role"
         content_key = "value" if "value" in turn and "content" not in turn else "content"
-        name = _text(turn, role_key, place, CHAT_FIX, prefix=field)
+        name = _text(turn, role_key, place, fix, prefix=field)
         role = ROLES.get(name.strip().lower())
         if role is None:
-            raise place.error(f"unknown role '{name}'", f"{field}.{role_key}",
-                              "Roles are system, user (or human) and assistant (or gpt).")
-        content = _text(turn, content_key, place, CHAT_FIX, prefix=field, allow_empty=role == "system")
+            raise place.error(msg("data.unknown_role", name=name), f"{field}.{role_key}",
+                              msg("data.unknown_role_fix"))
+        content = _text(turn, content_key, place, fix, prefix=field, allow_empty=role == "system")
         if role == "system":
             if i:
-                raise place.error("a system message may only come first", f"{field}.{role_key}",
-                                  "Move it to the start of the conversation or merge it into the first one.")
+                raise place.error(msg("data.late_system"), f"{field}.{role_key}", msg("data.late_system_fix"))
             if content.strip():  # an empty system prompt means "none"
                 messages.append({"role": role, "content": content})
             continue
         if role != expected:
-            raise place.error(f"roles out of order: '{name}' where {_AN[expected]} turn was expected",
-                              f"{field}.{role_key}",
-                              "After an optional system message, turns must alternate user, assistant, "
-                              "user, assistant, ... starting with the user.")
+            raise place.error(msg("data.out_of_order", name=name, expected=msg(f"data.expected_{expected}")),
+                              f"{field}.{role_key}", msg("data.out_of_order_fix"))
         messages.append({"role": role, "content": content})
         expected = "assistant" if role == "user" else "user"
     if expected != "user":
-        last = f"{key}[{len(turns) - 1}]"
-        raise place.error("the conversation does not end with an assistant message", last,
-                          "End each conversation with the assistant's answer: that is what is trained.")
+        raise place.error(msg("data.no_final_answer"), f"{key}[{len(turns) - 1}]", msg("data.no_final_answer_fix"))
     return messages
 
 
 # --- field checks ----------------------------------------------------------------------------------
-def _text(raw: dict, key: str, place: Place, fix: str, *, required: bool = True, prefix: str = "",
+def _text(raw: dict, key: str, place: Place, fix: Msg, *, required: bool = True, prefix: str = "",
           allow_empty: bool | None = None) -> str:
     """The string field `key` of `raw`: optional fields may be absent, null or empty."""
     field = f"{prefix}.{key}" if prefix else key
     value = raw.get(key)
     if key not in raw or (value is None and not required):
         if required:
-            raise place.error("is missing", field, fix)
+            raise place.error(msg("data.missing"), field, fix)
         return ""
     if allow_empty is None:
         allow_empty = not required
     return _check_text(value, field, place, fix, allow_empty=allow_empty)
 
 
-def _check_text(value, field: str, place: Place, fix: str, *, allow_empty: bool) -> str:
+def _check_text(value, field: str, place: Place, fix: Msg, *, allow_empty: bool) -> str:
     if not isinstance(value, str):
-        raise place.error(f"must be a string, not {kind_of(value)}", field,
-                          "Put the text in double quotes. " + fix)
+        raise place.error(msg("data.not_text", kind=kind_of(value)), field, msg("data.not_text_fix", fix=fix))
     if not allow_empty and not value.strip():
-        raise place.error("is empty", field, "Write the text, or delete the record.")
+        raise place.error(msg("data.empty_text"), field, msg("data.empty_text_fix"))
     return value
 
-
-__all__ = ["DatasetReport", "Record", "conversation_key", "dataset_report", "dedupe", "detect_format",
-           "load_files", "load_records", "split", "to_dataset"]

@@ -12,12 +12,13 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 from .errors import DataError
+from .i18n import Msg, msg
 
-EXTENSIONS = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}
-FORMATS_HELP = "see data/README.md for the accepted formats"
-SYNTAX_FIX = "Fix the JSON there; a missing comma, quote or bracket is the usual cause."
+EXTENSIONS = MappingProxyType({".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"})
+LIST_EXAMPLE = "[ {...}, {...} ]"
 _WHITESPACE = re.compile(r"[ \t\n\r]*")  # JSON's own definition of whitespace
 
 
@@ -29,15 +30,20 @@ class Place:
     number: int | None = None
     line: int | None = None
 
-    def where(self, field: str | None = None) -> str:
-        parts = [self.file] if self.file else []
+    def where(self, field: str | None = None) -> Msg | str:
+        """'file, record 2 (line 3), field 'output'' in the reader's language; the file name as it is."""
+        parts: list[Msg | str] = [self.file] if self.file else []
         if self.number is not None:
-            parts.append(f"record {self.number}" + (f" (line {self.line})" if self.line else ""))
+            parts.append(msg("data.where_record_line", number=self.number, line=self.line) if self.line
+                         else msg("data.where_record", number=self.number))
         if field:
-            parts.append(f"field '{field}'")
-        return ", ".join(parts)
+            parts.append(msg("data.where_field", field=field))
+        where = parts[0] if parts else ""
+        for part in parts[1:]:
+            where = msg("data.where_join", place=where, detail=part)
+        return where
 
-    def error(self, what: str, field: str | None = None, fix: str = "") -> DataError:
+    def error(self, what: Msg, field: str | None = None, fix: Msg | None = None) -> DataError:
         return DataError(what, self.where(field), fix)
 
 
@@ -47,30 +53,26 @@ def parse_records(path: Path, shown: str) -> list[tuple[int, int, object]]:
     text = _read_text(path, shown)
     entries = _parse_jsonl(text, shown) if kind == "jsonl" else _parse_json(text, shown)
     if not entries:
-        raise DataError("the file holds no records", shown, f"Add at least one record; {FORMATS_HELP}.")
+        raise DataError(msg("data.no_records"), shown, msg("data.add_record_fix"))
     return entries
 
 
 def _check_file(path: Path, shown: str) -> str:
     if path.is_dir():
         inside = sorted(p.name for p in path.iterdir() if p.suffix.lower() in EXTENSIONS)[:5]
-        example = f", e.g. {path / inside[0]}" if inside else ""
-        raise DataError("this is a directory, not a file", shown,
-                        f"Name a .json or .jsonl file inside it{example}.")
+        fix = (msg("data.is_directory_fix_example", example=str(path / inside[0])) if inside
+               else msg("data.is_directory_fix"))
+        raise DataError(msg("data.is_directory"), shown, fix)
     if not path.exists():
-        looked = f" (looked for {path})" if str(path) != shown else ""
-        if path.name == "huanhuan.json":
-            fix = ("The full Zhen Huan set is not bundled: data/README.md says how to download it into "
-                   "data/huanhuan.json. The bundled data/huanhuan_sample.json works offline.")
-        else:
-            fix = f"Check the path; relative paths are read from the current directory ({Path.cwd()})."
-        raise DataError(f"file not found{looked}", shown, fix)
+        what = msg("data.not_found_looked", path=str(path)) if str(path) != shown else msg("data.not_found")
+        fix = (msg("data.full_set_fix") if path.name == "huanhuan.json"
+               else msg("data.not_found_fix", cwd=str(Path.cwd())))
+        raise DataError(what, shown, fix)
     kind = EXTENSIONS.get(path.suffix.lower())
     if kind is None:
-        raise DataError(f"unsupported file type '{path.suffix or 'no extension'}'", shown,
-                        "Use .json (a list of records) or .jsonl (one record per line). Convert CSV, Excel "
-                        "or Parquet first, e.g. pandas: df.to_json('data.jsonl', orient='records', "
-                        "lines=True, force_ascii=False).")
+        raise DataError(msg("data.unsupported_type", suffix=path.suffix or msg("data.no_extension")), shown,
+                        msg("data.unsupported_type_fix", example="df.to_json('data.jsonl', orient='records', "
+                                                                  "lines=True, force_ascii=False)"))
     return kind
 
 
@@ -78,24 +80,23 @@ def _read_text(path: Path, shown: str) -> str:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise DataError(f"cannot read the file ({exc.strerror or exc})", shown,
-                        "Check that the file exists and that you may read it.") from None
+        raise DataError(msg("data.cannot_read", detail=exc.strerror or str(exc)), shown,
+                        msg("data.cannot_read_fix")) from None
     if not data:
-        raise DataError("the file is empty", shown, f"Add records; {FORMATS_HELP}.")
+        raise DataError(msg("data.empty_file"), shown, msg("data.add_records_fix"))
     skip = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0  # Windows editors add one
     try:
         text = data[skip:].decode("utf-8")
     except UnicodeDecodeError as exc:
         offset = skip + exc.start
-        line = data.count(b"\n", 0, offset) + 1
-        guess = ("it looks like UTF-16" if data[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
-                 else "GBK or another legacy encoding is a common cause")
-        raise DataError(f"not valid UTF-8: byte 0x{data[offset]:02x} at byte offset {offset} (line {line}); "
-                        f"{guess}", shown,
-                        "Re-save the file as UTF-8 (your editor's 'Save with encoding' or "
-                        "`iconv -f GBK -t UTF-8 in.json > out.json`).") from None
+        utf16 = data[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+        guess = msg("data.looks_utf16" if utf16 else "data.looks_legacy")
+        what = msg("data.not_utf8", byte=f"0x{data[offset]:02x}", offset=offset,
+                   line=data.count(b"\n", 0, offset) + 1, guess=guess)
+        raise DataError(what, shown, msg("data.not_utf8_fix",
+                                         command="`iconv -f GBK -t UTF-8 in.json > out.json`")) from None
     if not text.strip():
-        raise DataError("the file contains only whitespace", shown, f"Add records; {FORMATS_HELP}.")
+        raise DataError(msg("data.only_whitespace"), shown, msg("data.add_records_fix"))
     return text
 
 
@@ -108,11 +109,9 @@ def _parse_jsonl(text: str, shown: str) -> list[tuple[int, int, object]]:
         try:
             value = json.loads(line)
         except json.JSONDecodeError as exc:
-            fix = ("This looks like a JSON list, not JSON Lines: rename the file to .json."
-                   if line.lstrip().startswith("[") else
-                   "Each line must be one complete JSON object; a missing quote, comma or brace is the "
-                   "usual cause.")
-            raise place.error(f"invalid JSON: {exc.msg} at column {exc.colno}", fix=fix) from None
+            fix = msg("data.jsonl_is_list_fix" if line.lstrip().startswith("[") else "data.jsonl_line_fix")
+            detail = msg("data.json_at_column", detail=exc.msg, column=exc.colno)
+            raise place.error(msg("data.invalid_json", detail=detail), fix=fix) from None
         entries.append((place.number, line_number, value))
     return entries
 
@@ -128,68 +127,70 @@ def _parse_json(text: str, shown: str) -> list[tuple[int, int, object]]:
         try:
             value, end = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as exc:
-            raise place.error(f"invalid JSON: {_syntax(exc)}", fix=SYNTAX_FIX) from None
+            raise place.error(msg("data.invalid_json", detail=_syntax(exc)), fix=msg("data.syntax_fix")) from None
         entries.append((place.number, place.line, value))
         pos = _skip(text, end)
         if text.startswith(",", pos):
             pos = _skip(text, pos + 1)
             if text.startswith("]", pos):
-                raise DataError(f"invalid JSON: trailing comma after the last record at {_at(text, pos)}",
-                                shown, "Delete the comma before the closing ']'.")
+                raise DataError(msg("data.trailing_comma", at=_at(text, pos)), shown,
+                                msg("data.trailing_comma_fix"))
         elif not text.startswith("]", pos):
-            _loads(text, shown, f" after record {len(entries)}")  # json names the exact problem
-            raise DataError(f"invalid JSON after record {len(entries)} at {_at(text, pos)}", shown,
-                            "Separate records with commas and close the list with ']'.")
+            _loads(text, shown, after=len(entries))  # json names the exact problem
+            raise DataError(msg("data.after_record", number=len(entries), at=_at(text, pos)), shown,
+                            msg("data.after_record_fix"))
     end = _skip(text, pos + 1)
     if end < len(text):
-        raise DataError(f"invalid JSON: unexpected text after the closing ']' at {_at(text, end)}", shown,
-                        "Delete it, or move those records inside the list.")
+        raise DataError(msg("data.text_after_list", at=_at(text, end)), shown, msg("data.text_after_list_fix"))
     return entries
 
 
-def _loads(text: str, shown: str, context: str = ""):
+def _loads(text: str, shown: str, after: int | None = None):
     """Parse the whole text, turning a syntax error into a DataError with line and column."""
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         if exc.msg.startswith("Extra data") and text.lstrip().startswith("{"):
-            fix = "Rename the file to .jsonl, or put the records in a list: [ {...}, {...} ]."
-            raise DataError("several JSON objects follow one another: this is JSON Lines, not JSON", shown,
-                            fix) from None
-        raise DataError(f"invalid JSON{context}: {_syntax(exc)}", shown, SYNTAX_FIX) from None
+            raise DataError(msg("data.json_lines_in_json"), shown,
+                            msg("data.json_lines_in_json_fix", example=LIST_EXAMPLE)) from None
+        what = (msg("data.invalid_json", detail=_syntax(exc)) if after is None
+                else msg("data.invalid_json_after", number=after, detail=_syntax(exc)))
+        raise DataError(what, shown, msg("data.syntax_fix")) from None
 
 
 def _shape_error(value, shown: str) -> DataError:
-    fix = "A .json dataset is a list of records: [ {...}, {...} ]; for one record per line use .jsonl."
+    fix = msg("data.shape_fix", example=LIST_EXAMPLE)
     if isinstance(value, dict):
-        keys = ", ".join(repr(k) for k in list(value)[:10]) or "none"
+        keys = ", ".join(repr(k) for k in list(value)[:10]) or msg("data.no_keys")
         lists = [k for k, v in value.items() if isinstance(v, list) and v and isinstance(v[0], dict)]
         if {"instruction", "messages", "conversations"} & value.keys():
-            fix = "It looks like a single record: wrap it in a list, [ {...} ]."
+            fix = msg("data.single_record_fix", example="[ {...} ]")
         elif lists:
-            fix = f"The records may be the list under '{lists[0]}': save that list alone as the file."
-        return DataError(f"the top level is an object (keys: {keys}), not a list of records", shown, fix)
-    return DataError(f"the top level is {kind_of(value)}, not a list of records", shown, fix)
+            fix = msg("data.records_under_fix", key=lists[0])
+        return DataError(msg("data.top_level_object", keys=keys), shown, fix)
+    return DataError(msg("data.top_level_other", kind=kind_of(value)), shown, fix)
 
 
-def kind_of(value) -> str:
+def kind_of(value) -> Msg | str:
     """How a JSON value is named in messages: 'a number', 'a list', 'null', ..."""
     if value is None:
-        return "null"
+        return msg("data.kind_null")
     if isinstance(value, bool):
-        return "a boolean"
+        return msg("data.kind_boolean")
     if isinstance(value, (int, float)):
-        return "a number"
-    return {str: "a string", list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+        return msg("data.kind_number")
+    kinds = {str: "data.kind_string", list: "data.kind_list", dict: "data.kind_object"}
+    return msg(kinds[type(value)]) if type(value) in kinds else type(value).__name__
 
 
-def _syntax(exc: json.JSONDecodeError) -> str:
-    return f"{exc.msg} at line {exc.lineno}, column {exc.colno}"
+def _syntax(exc: json.JSONDecodeError) -> Msg:
+    # json's own description of the problem (exc.msg) is Python's text, quoted as it is
+    return msg("data.json_at", detail=exc.msg, line=exc.lineno, column=exc.colno)
 
 
-def _at(text: str, pos: int) -> str:
+def _at(text: str, pos: int) -> Msg:
     line = text.count("\n", 0, pos) + 1
-    return f"line {line}, column {pos - text.rfind(chr(10), 0, pos)}"
+    return msg("data.position", line=line, column=pos - text.rfind(chr(10), 0, pos))
 
 
 def _skip(text: str, pos: int) -> int:

@@ -19,6 +19,9 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
+from .config import Setting
+from .i18n import Msg, msg
+
 SHOWN = 5  # examples per finding in the text report
 
 
@@ -67,51 +70,57 @@ class DatasetReport:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def to_text(self) -> str:
-        """A readable summary for the terminal."""
-        lines = [f"Records: {self.records}"]
-        lines.append(f"Exact duplicates: {_records(self.exact_duplicates)}"
-                     + (f" in {len(self.duplicate_groups)} groups (dedupe=true drops them before training)"
-                        if self.duplicate_groups else ""))
+    def to_text(self, lang: str) -> str:
+        """A readable summary for the terminal, in `lang`."""
+        return "\n".join(line.render(lang) for line in self.lines())
+
+    def lines(self) -> list[Msg]:
+        """The summary, one message a line (the CLI renders them in the user's language)."""
+        lines = [msg("data.report_records", count=self.records)]
+        records = _records(self.exact_duplicates)
+        lines.append(msg("data.report_duplicate_groups", records=records, groups=len(self.duplicate_groups),
+                         key=Setting.dedupe) if self.duplicate_groups
+                     else msg("data.report_duplicates", records=records))
         for group in self.duplicate_groups[:SHOWN]:
-            lines.append(f"  {self._name(group.source, group.first)} x{group.count}: {_clip(group.prompt)}")
-        lines.append(f"Conflicting prompts: {self.conflicting_prompts}"
-                     + (" (the same prompt with different answers)" if self.conflicts else ""))
+            lines.append(msg("data.report_group", name=self._name(group.source, group.first), count=group.count,
+                             prompt=_clip(group.prompt)))
+        lines.append(msg("data.report_conflicts_found" if self.conflicts else "data.report_conflicts",
+                         count=self.conflicting_prompts))
         for conflict in self.conflicts[:SHOWN]:
             numbers = ", ".join(str(i + 1) for i in conflict.records[:SHOWN])
             more = ", ..." if len(conflict.records) > SHOWN else ""
-            lines.append(f"  {_clip(conflict.prompt)}: {conflict.answers} answers "
-                         f"(records {numbers}{more})")
-        lines.append(f"Empty fields: {self.empty_fields}")
-        ws = ", ".join(self._name("", i) for i in self.whitespace_records[:SHOWN])
-        lines.append(f"Leading/trailing whitespace: {_records(self.whitespace)}" + (f" ({ws})" if ws else ""))
-        lines += self._length_lines()
-        return "\n".join(lines)
+            lines.append(msg("data.report_conflict", prompt=_clip(conflict.prompt), answers=conflict.answers,
+                             numbers=numbers + more))
+        lines.append(msg("data.report_empty", count=self.empty_fields))
+        spaced = [self._name("", i) for i in self.whitespace_records[:SHOWN]]
+        lines.append(msg("data.report_whitespace_where", records=_records(self.whitespace), where=spaced) if spaced
+                     else msg("data.report_whitespace", records=_records(self.whitespace)))
+        return lines + self._length_lines()
 
-    def _length_lines(self) -> list[str]:
+    def _length_lines(self) -> list[Msg]:
         if self.lengths is None:
-            return ["Lengths: no records"]
+            return [msg("data.report_no_lengths")]
         s = self.lengths
-        unit = ("tokens (chat template applied)" if self.length_unit == "tokens"
-                else "characters (pass --model to count tokens)")
-        lines = [f"Lengths in {unit}: min {s.min}, median {s.median:g}, p95 {s.p95}, max {s.max}, "
-                 f"mean {s.mean:.1f}"]
+        tokens = self.length_unit == "tokens"
+        lines = [msg("data.report_lengths", unit=msg("data.unit_tokens" if tokens else "data.unit_characters"),
+                     min=s.min, median=s.median, p95=s.p95, max=s.max, mean=s.mean)]
         peak = max(count for _, _, count in s.histogram) or 1
         label_width = len(f"{s.histogram[-1][0]}-{s.histogram[-1][1]}")
         for start, end, count in s.histogram:
             bar = "#" * math.ceil(30 * count / peak) if count else ""
-            lines.append(f"  {f'{start}-{end}':>{label_width}} {bar} {count}")
+            lines.append(msg("data.report_bar", label=f"{f'{start}-{end}':>{label_width}}", bar=bar, count=count))
         if self.cutoff_len is not None:
-            note = (" (truncated in training)" if self.length_unit == "tokens"
-                    else " (counted in characters: tokens may differ)")
-            lines.append(f"Over cutoff_len {self.cutoff_len}: {_records(self.over_cutoff)}"
-                         + (note if self.over_cutoff else ""))
+            key = ("data.report_over_cutoff" if not self.over_cutoff
+                   else "data.report_over_cutoff_tokens" if tokens else "data.report_over_cutoff_characters")
+            lines.append(msg(key, key=Setting.cutoff_len, cutoff=self.cutoff_len,
+                             records=_records(self.over_cutoff)))
         return lines
 
-    def _name(self, source: str, index: int) -> str:
+    def _name(self, source: str, index: int) -> Msg:
         # record numbers are 1-based for people; name the file only when several were loaded
-        prefix = f"{source} " if source and len(self.sources) > 1 else ""
-        return f"{prefix}record {index + 1}"
+        if source and len(self.sources) > 1:
+            return msg("data.record_in_file", source=source, number=index + 1)
+        return msg("data.record_name", number=index + 1)
 
 
 def dataset_report(records, token_length: Callable | None = None,
@@ -196,8 +205,8 @@ def _histogram(ordered: list[int], bins: int = 10) -> list[tuple[int, int, int]]
     return [(start + b * width, start + (b + 1) * width - 1, counts[b]) for b in range(last + 1)]
 
 
-def _records(count: int) -> str:
-    return f"{count} record" + ("" if count == 1 else "s")
+def _records(count: int) -> Msg:
+    return msg("data.count_one" if count == 1 else "data.count_many", count=count)
 
 
 def _clip(text: str, limit: int = 40) -> str:

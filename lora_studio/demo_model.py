@@ -13,17 +13,20 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import shutil
-import threading
+import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from .config import workspace
 from .errors import ModelError
+from .i18n import Msg, msg
+from .workspace import Workspace
+
+Progress = Callable[[Msg], None]  # gets each step of a build as a message; the caller renders it
 
 DEMO_MODEL_NAME = "demo-tiny"
 CORPUS_FILE = Path(__file__).with_name("demo_corpus.txt")
@@ -67,8 +70,8 @@ class DemoRecipe:
 RECIPE = DemoRecipe()
 
 
-def demo_model_path() -> Path:
-    return workspace() / "models" / DEMO_MODEL_NAME
+def demo_model_path(workspace: Workspace) -> Path:
+    return workspace.models / DEMO_MODEL_NAME
 
 
 def is_complete(path: Path, recipe: DemoRecipe | None = None) -> bool:
@@ -81,48 +84,65 @@ def is_complete(path: Path, recipe: DemoRecipe | None = None) -> bool:
     return built.get("recipe") == asdict(recipe) and (Path(path) / "model.safetensors").is_file()
 
 
-_BUILDING = threading.Lock()  # the studio warms it up in one thread while a page may ask in another
+def ensure_demo_model(workspace: Workspace, progress: Progress | None = None) -> Path:
+    """The demo model's folder in the workspace, built first if it is missing."""
+    target = demo_model_path(workspace)
+    if is_complete(target):
+        return target
+    # The studio warms it up in one thread while a page, or a CLI command, may ask for it too:
+    # whoever comes second waits for the first build instead of making another.
+    with _build_lock(target):
+        return build_demo_model(target, progress=progress)
 
 
-def ensure_demo_model(progress: Callable[[str], None] | None = None) -> Path:
-    """The demo model's folder in the workspace, built first if it is missing (once per process)."""
-    with _BUILDING:
-        return build_demo_model(progress=progress)
-
-
-def build_demo_model(dest: Path | None = None, force: bool = False,
-                     progress: Callable[[str], None] | None = None) -> Path:
-    """Build the demo model into `dest` (default: the workspace's models/demo-tiny) and return it.
+def build_demo_model(target: Path, force: bool = False, progress: Progress | None = None) -> Path:
+    """Build the demo model into `target` and return it.
 
     An existing complete build is returned at once unless `force`. The model is written into a
     temporary sibling folder and renamed into place, so an interrupted build never leaves half a model.
     """
-    dest = Path(dest) if dest is not None else demo_model_path()
+    target = Path(target)
     say = progress or (lambda _message: None)
-    if not force and is_complete(dest):
-        return dest
-    tmp = dest.parent / f".{dest.name}.building-{os.getpid()}"
+    if not force and is_complete(target):
+        return target
+    tmp = None
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(tmp, ignore_errors=True)
-        _build_into(tmp, RECIPE, say)
-        _move_into_place(tmp, dest)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.building-"))
+        _build_into(tmp / "model", RECIPE, say)
+        _move_into_place(tmp / "model", target)
     except OSError as exc:
-        raise ModelError(f"could not write the demo model ({exc.strerror or exc})", str(dest),
-                         "Check that the workspace folder is writable and the disk is not full "
-                         "(set LORA_STUDIO_HOME to use another folder).") from None
+        raise ModelError(msg("models.demo_write_failed", detail=exc.strerror or str(exc)), str(target),
+                         msg("models.demo_write_failed_fix")) from None
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    say(f"Demo model ready in {dest}")
-    return dest
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    say(msg("models.demo_ready", path=str(target)))
+    return target
+
+
+@contextmanager
+def _build_lock(target: Path):
+    """Hold a lock file beside `target` (across threads and processes where the OS offers flock)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: builds may then run twice, each still swapped in whole
+        yield
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{target.name}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _move_into_place(tmp: Path, dest: Path) -> None:
     """Swap the finished build in; only folder names change, so nobody ever sees half a model."""
     if dest.exists():
-        old = dest.parent / f".{dest.name}.old-{os.getpid()}"
+        old = tmp.parent / "old"  # inside the build's own temporary folder, removed with it
         dest.rename(old)
-        shutil.rmtree(old, ignore_errors=True)
     try:
         tmp.rename(dest)
     except OSError:
@@ -234,7 +254,7 @@ def _create_model(tokenizer, recipe: DemoRecipe):
     return model
 
 
-def _pretrain(model, token_ids: list[int], recipe: DemoRecipe, say: Callable[[str], None]) -> tuple[float, float]:
+def _pretrain(model, token_ids: list[int], recipe: DemoRecipe, say: Progress) -> tuple[float, float]:
     """Next-token training of all weights on random windows of the token stream; returns first/last loss."""
     import torch
 
@@ -256,7 +276,7 @@ def _pretrain(model, token_ids: list[int], recipe: DemoRecipe, say: Callable[[st
         last = loss.item()
         first = last if step == 0 else first
         if (step + 1) % 100 == 0 or step == 0:
-            say(f"Pre-training step {step + 1}/{recipe.steps}: loss {last:.3f}")
+            say(msg("models.demo_step", step=step + 1, steps=recipe.steps, loss=last))
     model.eval()
     return first, last
 
@@ -269,7 +289,7 @@ def _lr_factor(step: int, recipe: DemoRecipe) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def _build_into(folder: Path, recipe: DemoRecipe, say: Callable[[str], None]) -> None:
+def _build_into(folder: Path, recipe: DemoRecipe, say: Progress) -> None:
     import torch
 
     started = time.perf_counter()
@@ -281,15 +301,14 @@ def _build_into(folder: Path, recipe: DemoRecipe, say: Callable[[str], None]) ->
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(recipe.seed)
             documents = pretraining_documents(random.Random(recipe.seed))
-            say(f"Training a {recipe.vocab_size}-token BPE tokenizer on {len(documents)} documents")
+            say(msg("models.demo_tokenizer", vocab=recipe.vocab_size, documents=len(documents)))
             tokenizer = train_tokenizer(documents, recipe)
             ids = []
             for document in documents:
                 ids += tokenizer(document + END_OF_TEXT, add_special_tokens=False)["input_ids"]
             model = _create_model(tokenizer, recipe)
             params = sum(p.numel() for p in model.parameters())
-            say(f"Pre-training a {params / 1e6:.2f} M-parameter Llama on {len(ids):,} tokens "
-                f"({recipe.steps} steps)")
+            say(msg("models.demo_pretraining", millions=params / 1e6, tokens=len(ids), steps=recipe.steps))
             first, last = _pretrain(model, ids, recipe, say)
     finally:
         torch.set_num_threads(threads)
@@ -302,7 +321,7 @@ def _build_into(folder: Path, recipe: DemoRecipe, say: Callable[[str], None]) ->
     info = {"recipe": asdict(recipe), "parameters": params, "tokens": len(ids),
             "loss_first": round(first, 4), "loss_last": round(last, 4), "used_sample": used_sample}
     (folder / BUILD_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    say(f"Built in {seconds:.1f} s (loss {first:.2f} -> {last:.2f})")
+    say(msg("models.demo_built", seconds=seconds, first=first, last=last))
 
 
 def _write_model_card(folder: Path, recipe: DemoRecipe, params: int, tokens: int,

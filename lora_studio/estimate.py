@@ -1,10 +1,10 @@
 """Pre-flight estimates: trainable parameters, optimizer steps and peak memory, before any training.
 
 The CLI's `train --dry-run`, the studio's pre-flight panel and `gradient_checkpointing: auto` read
-these numbers. They come from the same objects a run builds: the model is constructed from its
-config on the meta device (no weights, no download) and wrapped with the `LoraConfig` that training
-uses (`lora_config`, one function for both), and the step count reproduces the installed Trainer's
-arithmetic. The memory estimate is the formula documented in catalog.yaml.
+these numbers. They come from the run itself: the model is constructed from its config on the meta
+device (no weights, no download) and handed to `recipe.assemble_run`, as a real run's model is, and
+the step count reproduces the installed Trainer's arithmetic. The memory estimate is the formula
+documented in catalog.yaml. Every line is a catalogue message (`Preflight.lines()`).
 """
 
 from __future__ import annotations
@@ -13,9 +13,14 @@ import math
 import os
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
 
 from .config import RunConfig
-from .errors import ConfigError, ModelError
+from .errors import ModelError, first_line
+from .i18n import DEFAULT_LANGUAGE, Msg, msg
+from .runtime import World, dtype_name, torch_dtype
+from .workspace import Workspace
 
 GB = 1e9
 RUNTIME_BYTES = 0.5 * GB        # CUDA context and allocator workspace
@@ -33,65 +38,40 @@ class Preflight:
     steps_per_epoch: int | None
     total_steps: int | None
     memory_gb: dict                       # weights, lora+optimizer, activations, runtime, total
-    gradient_checkpointing_needed: bool
-    notes: list[str] = field(default_factory=list)
-    model: str = ""
+    gradient_checkpointing: bool          # what the run will use (the setting, or auto's choice)
+    notes: list[Msg] = field(default_factory=list)
+    model: str | Msg = ""
     dtype: str = "bfloat16"
-    gradient_checkpointing: bool = True   # what the run will use (the setting, or auto's choice)
+    eta: Msg | None = None                # how long the run will take, from a past run (preflight_report)
 
-    def to_text(self) -> str:
-        parts = ", ".join(f"{k} {v:.1f} GB" for k, v in self.memory_gb.items() if k != "total")
+    def lines(self) -> list[Msg]:
+        memory = self.memory_gb
         lines = [
-            f"Model: {self.model}" if self.model else None,
-            f"Trainable parameters: {self.trainable_params:,} of {self.total_params:,} "
-            f"({self.trainable_percent:.2f}%)",
-            f"Training examples: {self.examples:,}" if self.examples is not None else None,
-            f"Steps per epoch: {self.steps_per_epoch:,}" if self.steps_per_epoch is not None else None,
-            f"Total optimizer steps: {self.total_steps:,}" if self.total_steps is not None else None,
-            f"Memory estimate ({self.dtype}, gradient checkpointing "
-            f"{'on' if self.gradient_checkpointing else 'off'}): {self.memory_gb['total']:.1f} GB "
-            f"({parts})",
+            msg("estimate.model", model=self.model) if self.model else None,
+            msg("estimate.trainable", trainable=self.trainable_params, total=self.total_params,
+                percent=self.trainable_percent),
+            msg("estimate.examples", count=self.examples) if self.examples is not None else None,
+            msg("estimate.steps_per_epoch", count=self.steps_per_epoch) if self.steps_per_epoch is not None else None,
+            msg("estimate.total_steps", count=self.total_steps) if self.total_steps is not None else None,
+            msg("estimate.memory", dtype=self.dtype, total=memory["total"],
+                checkpointing=msg("training.state_on" if self.gradient_checkpointing else "training.state_off"),
+                weights=memory["weights"], lora=memory["lora+optimizer"], activations=memory["activations"],
+                runtime=memory["runtime"]),
+            *(msg("estimate.note", text=note) for note in self.notes),
+            self.eta,
         ]
-        lines += [f"Note: {note}" for note in self.notes]
-        return "\n".join(line for line in lines if line)
+        return [line for line in lines if line is not None]
+
+    def to_text(self, lang: str = DEFAULT_LANGUAGE) -> str:
+        return "\n".join(line.render(lang) for line in self.lines())
 
 
-# --- LoRA ----------------------------------------------------------------------------------------
-def linear_module_names(model) -> list[str]:
-    """Leaf names of every linear layer except the output head (what 'all-linear' means)."""
-    import torch
-    from transformers.pytorch_utils import Conv1D
-
-    head = model.get_output_embeddings()
-    names = {name.rsplit(".", 1)[-1] for name, module in model.named_modules()
-             if isinstance(module, (torch.nn.Linear, Conv1D)) and module is not head}
-    return sorted(names)
-
-
-def lora_config(run_config: RunConfig, model):
-    """The one `peft.LoraConfig` for `run_config` on `model`, shared by training and estimates."""
-    from peft import LoraConfig
-
-    available = linear_module_names(model)
-    targets = run_config.target_modules
-    if targets == "all-linear":
-        targets = available
-    else:
-        unknown = [name for name in targets if name not in available]
-        if unknown:
-            raise ConfigError(f"target_modules names {', '.join(unknown)}, which this model does not have",
-                              "target_modules", f"This model's linear layers: {', '.join(available)}.")
-    return LoraConfig(task_type="CAUSAL_LM", r=run_config.r, lora_alpha=run_config.lora_alpha,
-                      lora_dropout=run_config.lora_dropout, target_modules=list(targets), bias="none",
-                      use_rslora=run_config.use_rslora, use_dora=run_config.use_dora)
-
-
+# --- models on the meta device -------------------------------------------------------------------
 def _transformers_config(model_config):
     """A transformers config object from a config.json dict (Index becomes Llama) or a config."""
     from .index_model import is_index_config, llama_config_from_index
 
-    if not isinstance(model_config, dict):
-        model_config = model_config.to_dict()
+    model_config = dict(model_config) if isinstance(model_config, Mapping) else model_config.to_dict()
     if is_index_config(model_config):
         return llama_config_from_index(model_config)
     from transformers import AutoConfig
@@ -100,24 +80,30 @@ def _transformers_config(model_config):
     try:
         return AutoConfig.for_model(**values)
     except (ValueError, KeyError, TypeError) as exc:
-        raise ModelError(f"cannot build model type {model_config.get('model_type')!r} from its config "
-                         f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})", "config.json",
-                         "This architecture needs its own code; estimates are not available for it.") from None
+        raise ModelError(msg("estimate.cannot_build", model_type=repr(model_config.get("model_type")),
+                             detail=first_line(exc)), "config.json", msg("estimate.cannot_build_fix")) from None
+
+
+def meta_model(model_config, dtype: str = "float32"):
+    """The model `model_config` describes, on the meta device: shapes only, no memory, no weights."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    config = _transformers_config(model_config)
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config, dtype=torch_dtype(dtype))
 
 
 def count_trainable(model_config, run_config: RunConfig) -> tuple[int, int]:
     """(trainable, total) parameters of the LoRA-wrapped model, built on the meta device."""
-    import torch
     from peft import get_peft_model
-    from transformers import AutoModelForCausalLM
 
-    config = _transformers_config(model_config)
-    with torch.device("meta"):  # shapes only: no memory, no initialisation, no weights
-        model = AutoModelForCausalLM.from_config(config)
-        with warnings.catch_warnings():  # peft calls a transformers API deprecated in 5.x
-            warnings.simplefilter("ignore", FutureWarning)
-            peft_model = get_peft_model(model, lora_config(run_config, model))
-    return peft_model.get_nb_trainable_parameters()
+    from .recipe import lora_config
+
+    model = meta_model(model_config)
+    with warnings.catch_warnings():  # peft calls a transformers API deprecated in 5.x
+        warnings.simplefilter("ignore", FutureWarning)
+        return get_peft_model(model, lora_config(run_config, model)).get_nb_trainable_parameters()
 
 
 # --- steps ---------------------------------------------------------------------------------------
@@ -166,99 +152,93 @@ def memory_estimate(model_config, run_config: RunConfig, dtype_bytes: int = 2,
     return parts
 
 
-def device_memory() -> tuple[float, str]:
+def device_memory() -> tuple[float, Msg]:
     """(GB, what) of the memory training will run in: the first GPU, else the machine's RAM."""
     import torch
 
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
-        return props.total_memory / GB, f"GPU {props.name}"
+        return props.total_memory / GB, msg("training.device_gpu", name=props.name)
     try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GB, "RAM"
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GB, msg("training.device_ram")
     except (ValueError, OSError, AttributeError):
-        return float("inf"), "RAM"
-
-
-def _checkpointing_decision(memory_without: dict) -> tuple[bool, str]:
-    available, where = device_memory()
-    needed = memory_without["total"] > MEMORY_HEADROOM * available
-    return needed, (f"about {memory_without['total']:.1f} GB without it, {available:.1f} GB of {where}")
-
-
-def needs_gradient_checkpointing(run_config: RunConfig, model) -> tuple[bool, str]:
-    """For a loaded model: would the worst-case batch overflow memory without checkpointing?"""
-    dtype_bytes = next(model.parameters()).element_size()
-    without = memory_estimate(model.config, run_config, dtype_bytes, gradient_checkpointing=False)
-    return _checkpointing_decision(without)
+        return float("inf"), msg("training.device_ram")
 
 
 # --- the whole pre-flight ------------------------------------------------------------------------
-def dtype_name(run_config: RunConfig) -> str:
-    """The precision a run will train in on this machine (what models.pick_dtype picks)."""
-    if run_config.dtype != "auto":
-        return run_config.dtype
-    import torch
+def preflight(run_config: RunConfig, model_config_dict: Mapping, num_examples: int | None) -> Preflight:
+    """The estimate for a run of `run_config` on `num_examples` examples, from the run's own recipe."""
+    from .recipe import assemble_run
 
-    return "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"
-
-
-def preflight(run_config: RunConfig, model_config_dict: dict, num_examples: int | None) -> Preflight:
-    dtype = dtype_name(run_config)
+    dtype = dtype_name(run_config.dtype)
     dtype_bytes = 4 if dtype == "float32" else 2
-    trainable, total = count_trainable(model_config_dict, run_config)
-    params = (trainable, total)
-    without = memory_estimate(model_config_dict, run_config, dtype_bytes, False, params)
-    needed, why = _checkpointing_decision(without)
-    setting = run_config.gradient_checkpointing
-    checkpointing = needed if setting == "auto" else bool(setting)
+    recipe = assemble_run(run_config, meta_model(model_config_dict, dtype), None, None, Path("dry-run"),
+                          emit=lambda event: None, should_stop=lambda: False)
+    params = recipe.model.get_nb_trainable_parameters()
+    checkpointing = recipe.gradient_checkpointing
     memory = memory_estimate(model_config_dict, run_config, dtype_bytes, checkpointing, params)
-    notes = []
-    if setting == "auto":
-        notes.append(f"gradient_checkpointing auto: {'on' if needed else 'off'} ({why}).")
+    notes = [recipe.checkpointing_reason] if run_config.gradient_checkpointing == "auto" else []
     if dtype == "float32":
         bf16 = memory_estimate(model_config_dict, run_config, 2, checkpointing, params)["total"]
-        notes.append(f"No bf16 GPU here, so float32; on a bf16 GPU this run needs about {bf16:.1f} GB.")
+        notes.append(msg("estimate.float32_here", gb=bf16))
     steps = (None, None)
     if num_examples is not None:
-        steps = optimizer_steps(num_examples, run_config, int(os.environ.get("WORLD_SIZE", "1")))
+        steps = optimizer_steps(num_examples, run_config, World.from_env().world_size)
         notes += _partial_accumulation_note(num_examples, run_config, steps)
+    trainable, total = params
     return Preflight(trainable, total, 100 * trainable / total, num_examples, steps[0], steps[1], memory,
-                     needed, notes, dtype=dtype, gradient_checkpointing=checkpointing)
+                     checkpointing, notes, dtype=dtype)
 
 
-def _partial_accumulation_note(num_examples: int, run_config: RunConfig, steps: tuple[int, int]) -> list:
+def _partial_accumulation_note(num_examples: int, run_config: RunConfig, steps: tuple[int, int]) -> list[Msg]:
     """Say so where transformers 4.x (the tutorial's) would have counted fewer steps."""
     batches = math.ceil(num_examples / run_config.per_device_train_batch_size)
     accumulation = run_config.gradient_accumulation_steps
     if batches % accumulation == 0 or run_config.max_steps > 0:
         return []
     legacy = math.ceil(run_config.num_train_epochs * max(batches // accumulation, 1))
-    return [f"{batches:,} batches an epoch end in a partial accumulation of {batches % accumulation}, which "
-            f"this transformers counts as an optimizer step ({steps[0]:,} an epoch, {steps[1]:,} in all); "
-            f"transformers 4.x, as in the tutorial, dropped it and counted {legacy:,}."]
+    return [msg("estimate.partial_accumulation", batches=batches, partial=batches % accumulation,
+                per_epoch=steps[0], total=steps[1], legacy=legacy)]
 
 
-def dry_run(run_config: RunConfig) -> Preflight:
+def dry_run(run_config: RunConfig, workspace: Workspace) -> Preflight:
     """Everything up to the first step, without downloading: the CLI's `train --dry-run`."""
-    from .trainer_setup import select_records
+    from .data import select_records
 
-    model_config, where = model_config_for(run_config)
-    train, _val, _total, _removed = select_records(run_config)
-    report = preflight(run_config, model_config, len(train))
+    model_config, where = model_config_for(run_config, workspace)
+    report = preflight(run_config, model_config, len(select_records(run_config).train))
     report.model = where
     return report
 
 
-def model_config_for(run_config: RunConfig) -> tuple[dict, str]:
-    """The model's config.json and a description; Index-1.9B-Chat's built-in one if not downloaded."""
+def preflight_report(run_config: RunConfig, workspace: Workspace, runs: list) -> Preflight:
+    """The dry run plus how long the run will take, timed by the newest of `runs` trained like it."""
+    from .runs import measured_pace
+
+    report = dry_run(run_config, workspace)
+    timed = measured_pace(run_config, runs)
+    if timed and report.total_steps:
+        pace, run = timed
+        report.eta = msg("estimate.eta", eta=duration(pace * report.total_steps), run=run, pace=pace)
+    else:
+        report.eta = msg("estimate.eta_unknown")
+    return report
+
+
+def duration(seconds: float) -> Msg:
+    return msg("estimate.minutes", value=seconds / 60) if seconds >= 60 else msg("estimate.seconds", value=seconds)
+
+
+def model_config_for(run_config: RunConfig, workspace: Workspace) -> tuple[Mapping, str | Msg]:
+    """The model's config.json and where it is; Index-1.9B-Chat's built-in one if not downloaded."""
     from . import models
     from .index_model import INDEX_1_9B_CONFIG
 
     name = run_config.model_name_or_path
     try:
-        path = models.resolve_model_path(name)
+        path = models.resolve_model_path(name, workspace)
     except ModelError:
         if models.hub_folder_name(name).lower() != models.hub_folder_name(INDEX_1_9B_ID).lower():
             raise
-        return dict(INDEX_1_9B_CONFIG), f"{name} (not downloaded: estimated from its config, which LoRA Studio knows)"
+        return INDEX_1_9B_CONFIG, msg("estimate.not_downloaded", name=name)
     return models.read_model_config(path), str(path)

@@ -14,6 +14,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from types import MappingProxyType
 
 from .i18n import Msg
 
@@ -93,7 +94,8 @@ class DownloadProgress(Event):
     current_file: str = ""
 
 
-EVENT_TYPES = {cls.kind: cls for cls in (Progress, Evaluation, Log, Finished, Failed, DownloadProgress)}
+EVENT_TYPES = MappingProxyType({cls.kind: cls for cls in (Progress, Evaluation, Log, Finished, Failed,
+                                                         DownloadProgress)})
 
 
 def event_from_json(values: dict) -> Event:

@@ -1,7 +1,8 @@
-"""The models already in the workspace: where a download goes, whether a folder is a loadable model.
+"""The models already in a workspace: where a download goes, whether a folder is a loadable model.
 
 Shared by the downloader (the check after a download), the `models` command and the studio's model
-list. Nothing here touches the network or imports a hub client.
+list. Nothing here touches the network or imports a hub client. What a folder lacks is a list of
+catalogue messages, so each front end shows it in its user's language.
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import workspace
 from .errors import HubError
+from .i18n import Msg, msg
 from .models import hub_folder_name
+from .workspace import Workspace
 
 # Any one of these makes a tokenizer AutoTokenizer can load (vocab.json also needs merges.txt).
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
@@ -23,24 +25,35 @@ PARTIAL_SUFFIX = ".incomplete"  # what the ModelScope client calls a file it has
 
 @dataclass
 class LocalModel:
-    name: str  # what to type as model_name_or_path: 'demo-tiny' or 'Qwen/Qwen2.5-0.5B-Instruct'
+    name: str  # what to type as the model setting: 'demo-tiny' or 'Qwen/Qwen2.5-0.5B-Instruct'
     path: Path
     size: int  # bytes on disk
     complete: bool
-    missing: list[str] = field(default_factory=list)
+    missing: list[Msg] = field(default_factory=list)
+
+    def missing_text(self, lang: str) -> str:
+        return missing_text(self.missing, lang)
 
 
-def models_dir() -> Path:
-    return workspace() / "models"
+def missing_text(missing: list[Msg], lang: str) -> str:
+    """What a folder lacks, as one line in `lang`."""
+    return missing_msg(missing).render(lang) if missing else ""
 
 
-def model_folder(model_id: str) -> Path:
+def missing_msg(missing: list[Msg]) -> Msg:
+    """The items as one message, 'a; b; c', nested pairwise so an event file can keep it as it is."""
+    joined = missing[-1]
+    for item in reversed(missing[:-1]):
+        joined = msg("hub.missing_join", first=item, rest=joined)
+    return joined
+
+
+def model_folder(model_id: str, workspace: Workspace) -> Path:
     """The workspace folder a hub id downloads into: models/<owner>--<name>, never anywhere else."""
-    root = models_dir().resolve()
+    root = workspace.models.resolve()
     folder = (root / hub_folder_name(model_id)).resolve()
     if folder.parent != root:
-        raise HubError("this model id cannot be turned into a folder name", model_id,
-                       "Use an id of the form owner/name, e.g. Qwen/Qwen2.5-0.5B-Instruct.")
+        raise HubError(msg("hub.bad_folder_name"), model_id, msg("hub.bad_id_fix"))
     return folder
 
 
@@ -49,46 +62,57 @@ def display_name(folder: Path) -> str:
     return folder.name.replace("--", "/", 1) if "--" in folder.name else folder.name
 
 
-def check_model_folder(path: str | Path) -> list[str]:
+def check_model_folder(path: str | Path) -> list[Msg]:
     """What a folder lacks to load as a causal LM with its tokenizer; an empty list means loadable."""
     path = Path(path)
     if not path.is_dir():
-        return [f"the folder itself ({path})"]
+        return [msg("hub.missing_folder", path=str(path))]
     missing = []
     if not (path / "config.json").is_file():
-        missing.append("config.json")
+        missing.append(msg("hub.missing_file", name="config.json"))
     has_tokenizer = any((path / name).is_file() for name in TOKENIZER_FILES)
     if (path / "vocab.json").is_file() and not (path / "tokenizer.json").is_file():
         has_tokenizer = (path / "merges.txt").is_file()
     if not has_tokenizer:
-        missing.append("tokenizer files (tokenizer.json, tokenizer.model, or vocab.json with merges.txt)")
+        missing.append(msg("hub.missing_tokenizer"))
     missing.extend(_missing_weights(path))
     partial = sorted(p.relative_to(path).as_posix() for p in path.rglob("*" + PARTIAL_SUFFIX))
-    missing.extend(f"unfinished download {name[:-len(PARTIAL_SUFFIX)]}" for name in partial)
+    missing.extend(msg("hub.missing_partial", name=name[:-len(PARTIAL_SUFFIX)]) for name in partial)
     return missing
 
 
-def _missing_weights(path: Path) -> list[str]:
+def _missing_weights(path: Path) -> list[Msg]:
     for index_name in WEIGHT_INDEXES:
         index = path / index_name
         if index.is_file():
-            try:
-                shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
-            except (ValueError, KeyError, TypeError, AttributeError):
-                return [f"a readable {index_name}"]
-            return [f"weights shard {shard}" for shard in shards if not (path / shard).is_file()]
+            shards = _index_shards(index)
+            if shards is None:
+                return [msg("hub.missing_index", name=index_name)]
+            return [msg("hub.missing_shard", name=shard) for shard in shards if not (path / shard).is_file()]
     weights = [p for pattern in WEIGHT_PATTERNS for p in path.glob(pattern)
                if p.name != "training_args.bin"]
-    return [] if weights else ["weights (*.safetensors or *.bin)"]
+    return [] if weights else [msg("hub.missing_weights")]
+
+
+def _index_shards(index: Path) -> list[str] | None:
+    """The shard files a weights index names, or None when it is not a readable index."""
+    try:
+        document = json.loads(index.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # unreadable or not JSON (UnicodeDecodeError is a ValueError)
+        return None
+    weight_map = document.get("weight_map") if isinstance(document, dict) else None
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        return None
+    return sorted(set(weight_map.values()))
 
 
 def folder_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def list_local_models() -> list[LocalModel]:
+def list_local_models(workspace: Workspace) -> list[LocalModel]:
     """Every model folder under the workspace's models/, sorted by name, with what each still lacks."""
-    root = models_dir()
+    root = workspace.models
     if not root.is_dir():
         return []
     found = []
@@ -99,7 +123,7 @@ def list_local_models() -> list[LocalModel]:
 
 
 def format_bytes(n: float) -> str:
-    """1536 -> '1.5 KB'; decimal units, as the hubs and disk tools print sizes."""
+    """1536 -> '1.5 KB'; decimal units, as the hubs and disk tools print sizes (units read the same in zh)."""
     for unit in ("B", "KB", "MB", "GB"):
         if abs(n) < 1000 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

@@ -35,15 +35,16 @@ class ProgressTracker:
     """Thread-safe byte counts for one repository download.
 
     `sizes` maps each remote file to its size; `done` gives the bytes already on disk before this run
-    (finished files the client will skip without reporting them).
+    (finished files the client will skip without reporting them); `should_stop` says whether the job
+    was asked to stop (its `stop_requested`).
     """
 
     def __init__(self, sizes: dict[str, int], done: dict[str, int], emit: Callable[[DownloadProgress], None],
-                 cancelled: threading.Event, folder: Path | None = None):
+                 should_stop: Callable[[], bool], folder: Path | None = None):
         self.total = sum(sizes.values())
         self._done = dict(done)
         self._emit = emit
-        self._cancelled = cancelled
+        self._should_stop = should_stop
         self._folder = folder
         self._resumed: dict[str, int] = {}  # bytes a client re-reports from a partial file: not new traffic
         self._lock = threading.Lock()
@@ -58,7 +59,7 @@ class ProgressTracker:
             return min(sum(self._done.values()), self.total)
 
     def check_cancelled(self) -> None:
-        if self._cancelled.is_set():
+        if self._should_stop():
             raise Cancelled()
 
     def start_file(self, name: str) -> None:

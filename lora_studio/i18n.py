@@ -119,7 +119,7 @@ class Msg:
         return kind(values["key"], params)
 
 
-END_MARKS = (".", "?", "!", "。", "？", "！", "）", ")")
+END_MARKS = (".", "?", "!", "。", "？", "！")
 
 
 @dataclass(frozen=True)

@@ -13,17 +13,21 @@ from __future__ import annotations
 import json
 import pickle
 from pathlib import Path
+from types import MappingProxyType
+from typing import Mapping
 
-from .errors import ModelError
+from .errors import ModelError, first_line
+from .i18n import msg
 
 # IndexTeam/Index-1.9B-Chat's config.json, reconstructed from the published shape (NOTES.md), so that
-# estimates and dry runs work before anything is downloaded.
-INDEX_1_9B_CONFIG = {
-    "architectures": ["IndexForCausalLM"],
-    "auto_map": {
+# estimates and dry runs work before anything is downloaded. Read-only: `dict(INDEX_1_9B_CONFIG)` is a
+# copy to change.
+INDEX_1_9B_CONFIG = MappingProxyType({
+    "architectures": ("IndexForCausalLM",),
+    "auto_map": MappingProxyType({
         "AutoConfig": "configuration_index.IndexConfig",
         "AutoModelForCausalLM": "modeling_index.IndexForCausalLM",
-    },
+    }),
     "model_type": "index",
     "norm_head": 1,
     "vocab_size": 65029,
@@ -45,16 +49,16 @@ INDEX_1_9B_CONFIG = {
     "eos_token_id": 2,
     "pad_token_id": 0,
     "torch_dtype": "bfloat16",
-}
+})
 
-SPECIAL_TOKEN_IDS = {"<unk>": 0, "<s>": 1, "</s>": 2, "reserved_0": 3, "reserved_1": 4}
-
-
-def is_index_config(config_dict: dict) -> bool:
-    return isinstance(config_dict, dict) and config_dict.get("model_type") == "index"
+SPECIAL_TOKEN_IDS = MappingProxyType({"<unk>": 0, "<s>": 1, "</s>": 2, "reserved_0": 3, "reserved_1": 4})
 
 
-def llama_config_from_index(config_dict: dict):
+def is_index_config(config_dict: Mapping) -> bool:
+    return isinstance(config_dict, Mapping) and config_dict.get("model_type") == "index"
+
+
+def llama_config_from_index(config_dict: Mapping):
     """The `LlamaConfig` that runs an Index checkpoint once its head rows are normalised."""
     from transformers import LlamaConfig
 
@@ -79,8 +83,8 @@ def llama_config_from_index(config_dict: dict):
             pad_token_id=c.get("pad_token_id", 0), use_cache=c.get("use_cache", True),
             architectures=["LlamaForCausalLM"])
     except KeyError as exc:
-        raise ModelError(f"config.json of this Index model has no {exc.args[0]!r}", "config.json",
-                         "Download the model again; the file is incomplete.") from None
+        raise ModelError(msg("models.index_config_key", key=exc.args[0]), "config.json",
+                         msg("models.index_config_key_fix")) from None
 
 
 # --- tokenizer -----------------------------------------------------------------------------------
@@ -94,8 +98,7 @@ def load_index_tokenizer(path):
     path = Path(path)
     model_file = path / "tokenizer.model"
     if not model_file.is_file():
-        raise ModelError("no tokenizer.model in this Index model folder", str(path),
-                         "Download the model again; the SentencePiece tokenizer file is missing.")
+        raise ModelError(msg("models.index_no_tokenizer"), str(path), msg("models.index_no_tokenizer_fix"))
     _require_sentencepiece(path)
     from transformers import LlamaTokenizer
 
@@ -109,8 +112,8 @@ def load_index_tokenizer(path):
             str(path), add_bos_token=False, add_eos_token=False, unk_token="<unk>", bos_token="<s>",
             eos_token="</s>", pad_token="<unk>", legacy=True, add_prefix_space=add_dummy_prefix)
     except (OSError, ValueError, RuntimeError) as exc:
-        raise ModelError(f"tokenizer.model could not be read ({str(exc).strip().splitlines()[0]})",
-                         str(model_file), "Download the model again.") from None
+        raise ModelError(msg("models.index_tokenizer_unreadable", detail=first_line(exc)), str(model_file),
+                         msg("models.download_again_fix")) from None
     _check_special_ids(tokenizer, model_file)
     tokenizer.init_kwargs.pop("auto_map", None)  # a saved copy is a plain LlamaTokenizer, no remote code
     tokenizer.init_kwargs["legacy"] = True        # not saved by default; without it a reload uses "first"
@@ -127,8 +130,8 @@ def _require_sentencepiece(path: Path) -> None:
         except ImportError:
             missing.append(module.replace("google.", ""))
     if missing:
-        raise ModelError(f"reading Index's tokenizer needs the {' and '.join(missing)} package(s)", str(path),
-                         f"Run: pip install {' '.join(missing)}")
+        raise ModelError(msg("models.index_needs_packages", names=", ".join(missing)), str(path),
+                         msg("models.index_needs_packages_fix", packages=" ".join(missing)))
 
 
 def _adds_dummy_prefix(model_file: Path) -> bool:
@@ -141,9 +144,9 @@ def _adds_dummy_prefix(model_file: Path) -> bool:
 
 def _check_special_ids(tokenizer, model_file: Path) -> None:
     found = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKEN_IDS}
-    if found != SPECIAL_TOKEN_IDS:
-        raise ModelError(f"this tokenizer's special ids are {found}, not Index's {SPECIAL_TOKEN_IDS}",
-                         str(model_file), "It is not an Index tokenizer; check the model folder.")
+    if found != dict(SPECIAL_TOKEN_IDS):
+        raise ModelError(msg("models.index_special_ids", found=found, expected=dict(SPECIAL_TOKEN_IDS)),
+                         str(model_file), msg("models.index_special_ids_fix"))
 
 
 # --- model ---------------------------------------------------------------------------------------
@@ -156,24 +159,22 @@ def load_index_model(path, dtype):
     weights = [p for p in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                            "pytorch_model.bin.index.json") if (path / p).is_file()]
     if not weights:
-        raise ModelError("no weights (pytorch_model.bin or model.safetensors) in this Index model folder",
-                         str(path), "Download the model again; the weights are missing or incomplete.")
+        raise ModelError(msg("models.index_no_weights"), str(path), msg("models.index_no_weights_fix"))
     try:
         # from_pretrained reads .bin files with torch.load(weights_only=True): no pickled code runs.
         model, info = LlamaForCausalLM.from_pretrained(
             str(path), config=llama_config_from_index(config_dict), dtype=dtype, weights_only=True,
             output_loading_info=True)
     except pickle.UnpicklingError:
-        raise ModelError("the weights file holds Python objects besides tensors; it was not loaded",
-                         str(path / weights[0]), "Loading it could run arbitrary code. Download the "
-                         "model again from its official page.") from None
+        raise ModelError(msg("models.index_pickled"), str(path / weights[0]),
+                         msg("models.index_pickled_fix")) from None
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
-        raise ModelError(f"the Index weights could not be loaded ({str(exc).strip().splitlines()[0]})",
-                         str(path / weights[0]), "Download the model again.") from None
+        raise ModelError(msg("models.index_weights_failed", detail=first_line(exc)), str(path / weights[0]),
+                         msg("models.download_again_fix")) from None
     if info.get("missing_keys"):  # transformers would fill them with random values
         missing = sorted(info["missing_keys"])
-        raise ModelError(f"the weights lack {len(missing)} tensors (first: {missing[0]})", str(path / weights[0]),
-                         "The download is incomplete or this is not an Index checkpoint; download it again.")
+        raise ModelError(msg("models.index_missing_tensors", count=len(missing), first=missing[0]),
+                         str(path / weights[0]), msg("models.index_missing_tensors_fix"))
     if config_dict.get("norm_head", 1):
         normalise_head_rows(model)
     return model

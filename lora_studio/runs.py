@@ -3,22 +3,23 @@
 A run directory is self-describing: `config.yaml` (the resolved settings), `events.jsonl` (everything
 the job reported), `adapter/` (the LoRA weights, loadable by `PeftModel.from_pretrained`),
 `checkpoints/` and `command.sh` (the one command that reproduces it).
+
+`RunsIndex` is what a front end polls: the studio owns one and scans the workspace's runs once a
+second, so it reads a run's events.jsonl and config.yaml again only when they changed.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .config import RunConfig, workspace
-from .errors import JobError
-from .events import Failed, Finished, Progress, read_events
-
-
-def runs_root() -> Path:
-    return workspace() / "runs"
+from .config import RunConfig, fields_with, load_yaml
+from .errors import ConfigError, JobError
+from .events import Failed, Finished, Progress, file_stamp, read_events
+from .i18n import Msg, msg
+from .workspace import Workspace
 
 
 def sanitize_run_name(name: str) -> str:
@@ -33,9 +34,9 @@ def default_run_name(config: RunConfig) -> str:
     return f"{model}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def create_run_dir(config: RunConfig) -> Path:
+def create_run_dir(config: RunConfig, workspace: Workspace) -> Path:
     """Make a new, empty run folder; an existing name gets a numeric suffix, never reused."""
-    root = runs_root()
+    root = workspace.runs
     root.mkdir(parents=True, exist_ok=True)
     base = sanitize_run_name(config.run_name or default_run_name(config))
     for n in range(1, 10_000):
@@ -45,13 +46,17 @@ def create_run_dir(config: RunConfig) -> Path:
             return path
         except FileExistsError:
             continue
-    raise JobError("too many runs with this name", str(root / base), "Choose another run_name.")
+    raise JobError(msg("runs.too_many"), str(root / base), msg("runs.too_many_fix"))
+
+
+def _checkpoint_number(path: Path) -> int | None:
+    tail = path.name.split("-")[-1]
+    return int(tail) if tail.isdigit() else None
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    folder = Path(run_dir) / "checkpoints"
-    found = [p for p in folder.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
-    return max(found, key=lambda p: int(p.name.split("-")[-1]), default=None)
+    found = [p for p in (Path(run_dir) / "checkpoints").glob("checkpoint-*") if _checkpoint_number(p) is not None]
+    return max(found, key=_checkpoint_number, default=None)
 
 
 def adapter_dirs(run_dir: Path) -> list[Path]:
@@ -59,102 +64,121 @@ def adapter_dirs(run_dir: Path) -> list[Path]:
     run_dir = Path(run_dir)
     found = [run_dir / "adapter"] if (run_dir / "adapter" / "adapter_config.json").is_file() else []
     checkpoints = [p for p in (run_dir / "checkpoints").glob("checkpoint-*")
-                   if (p / "adapter_config.json").is_file() and p.name.split("-")[-1].isdigit()]
-    return found + sorted(checkpoints, key=lambda p: int(p.name.split("-")[-1]), reverse=True)
+                   if (p / "adapter_config.json").is_file() and _checkpoint_number(p) is not None]
+    return found + sorted(checkpoints, key=_checkpoint_number, reverse=True)
 
 
 @dataclass
 class RunInfo:
     name: str
     path: Path
-    status: str          # running | completed | stopped | failed | interrupted
+    status: str                   # a state key: running | completed | stopped | failed | interrupted
     step: int
     total_steps: int
     loss: float | None
     started: float
-    model: str
-    message: str = ""
+    model: str                    # the base model ("" without a config.yaml, "?" when it cannot be read)
+    message: Msg | None = None    # why it failed
+    config: RunConfig | None = None
+    pace: float | None = None     # seconds per optimizer step in its latest session (None: too few steps)
+    ended: str | None = None      # the status its last Finished/Failed event gave (None: no end yet)
 
 
 def read_run(run_dir: Path, running: bool = False) -> RunInfo:
-    """Summarise a run from its events; `running` says whether a live job owns it right now."""
+    """Summarise a run from its files; `running` says whether a live job owns it right now."""
     run_dir = Path(run_dir)
+    return _combined(_events_part(run_dir), _config_part(run_dir), running)
+
+
+def _events_part(run_dir: Path) -> RunInfo:
+    """What a run's events.jsonl says (status, model and config are filled in by `_combined`)."""
     events = read_events(run_dir / "events.jsonl")
     progress = [e for e in events if isinstance(e, Progress)]
     last = progress[-1] if progress else None
     losses = [e.loss for e in progress if e.loss is not None]
-    # no end event: still running, or the process died (even before its first event)
-    status, message = ("running" if running else "interrupted"), ""
+    ended, message = None, None
     for event in reversed(events):
         if isinstance(event, Finished):
-            status = "running" if running else event.status
+            ended = event.status
             break
         if isinstance(event, Failed):
-            status, message = ("running" if running else "failed"), event.message
+            ended, message = "failed", event.text
             break
-    model = _model_of(run_dir / "config.yaml")
-    return RunInfo(run_dir.name, run_dir, status, last.step if last else 0,
-                   last.total_steps if last else 0, losses[-1] if losses else None,
-                   events[0].time if events else run_dir.stat().st_mtime, model, message)
+    started = events[0].time if events else run_dir.stat().st_mtime
+    return RunInfo(run_dir.name, run_dir, "", last.step if last else 0, last.total_steps if last else 0,
+                   losses[-1] if losses else None, started, "", message, pace=_session_pace(progress),
+                   ended=ended)
 
 
-_MODEL_CACHE: dict[Path, tuple[int, str]] = {}  # config.yaml -> (mtime_ns, model): runs are listed every second
-
-
-def _model_of(config_file: Path) -> str:
-    """The base model a run's config names ("" without a config, "?" when it cannot be read)."""
-    from .config import load_yaml
-    from .errors import ConfigError
-
+def _config_part(run_dir: Path) -> tuple[str, RunConfig | None]:
+    """(model name, settings) from a run's config.yaml: ("", None) without one, ("?", None) if unreadable."""
+    config_file = run_dir / "config.yaml"
+    if not config_file.is_file():
+        return "", None
     try:
-        stamp = config_file.stat().st_mtime_ns
-    except OSError:
-        return ""
-    cached = _MODEL_CACHE.get(config_file)
-    if cached is None or cached[0] != stamp:
-        try:
-            model = load_yaml(config_file).model_name_or_path
-        except (ConfigError, OSError):
-            model = "?"
-        cached = _MODEL_CACHE[config_file] = (stamp, model)
-    return cached[1]
+        config = load_yaml(config_file)
+    except (ConfigError, OSError):
+        return "?", None
+    return config.model_name_or_path, config
 
 
-def list_runs(active: Path | None = None) -> list[RunInfo]:
-    """All runs in the workspace, newest first; `active` is the run a live job is writing."""
-    root = runs_root()
-    if not root.is_dir():
-        return []
-    runs = [read_run(p, running=active is not None and p.resolve() == Path(active).resolve())
-            for p in root.iterdir() if p.is_dir()]
-    return sorted(runs, key=lambda r: r.started, reverse=True)
+def _combined(events: RunInfo, config: tuple[str, RunConfig | None], running: bool) -> RunInfo:
+    # no end event and no live job: the process died (even before its first event)
+    status = "running" if running else events.ended or "interrupted"
+    return replace(events, status=status, model=config[0], config=config[1])
 
 
-# What decides how long one optimizer step takes; a past run with the same values times a new one.
-PACE_KEYS = ("model_name_or_path", "per_device_train_batch_size", "gradient_accumulation_steps",
-             "cutoff_len", "gradient_checkpointing", "padding_free", "dtype")
+class RunsIndex:
+    """The workspace's runs, kept up to date by `scan()`; each file is parsed again only once it changed."""
+
+    def __init__(self, workspace: Workspace):
+        self.workspace = workspace
+        self._events: dict[Path, tuple] = {}   # run folder -> (events.jsonl stamp, its RunInfo part)
+        self._configs: dict[Path, tuple] = {}  # run folder -> (config.yaml stamp, (model, config))
+
+    def scan(self, active: Path | None = None) -> list[RunInfo]:
+        """Every run, newest first; `active` is the folder a live job is writing. One listing of runs/."""
+        root = self.workspace.runs
+        folders = [p for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
+        active_dir = Path(active).resolve() if active is not None else None
+        runs = []
+        for folder in folders:
+            events = self._cached(self._events, folder, "events.jsonl", _events_part)
+            config = self._cached(self._configs, folder, "config.yaml", _config_part)
+            runs.append(_combined(events, config, folder.resolve() == active_dir))
+        for cache in (self._events, self._configs):  # forget runs that were deleted
+            for gone in set(cache) - set(folders):
+                del cache[gone]
+        return sorted(runs, key=lambda r: r.started, reverse=True)
+
+    @staticmethod
+    def _cached(cache: dict, folder: Path, file_name: str, read):
+        """`read(folder)` again only when the file's stamp (mtime, size) differs from the cached one."""
+        stamp = file_stamp(folder / file_name)
+        held = cache.get(folder)
+        if held is None or held[0] != stamp:
+            held = cache[folder] = (stamp, read(folder))
+        return held[1]
 
 
-def measured_pace(config: RunConfig) -> tuple[float, str] | None:
-    """(seconds per optimizer step, run name) from the newest run trained like `config`, if any.
+def list_runs(workspace: Workspace, active: Path | None = None) -> list[RunInfo]:
+    """All runs in the workspace, newest first (a one-off scan; a front end that polls keeps a RunsIndex)."""
+    return RunsIndex(workspace).scan(active)
 
-    The pace is taken between the first and the last step of that run's latest session, so model
-    loading and the first, slower step do not count. A running job's events.jsonl counts as well.
+
+def measured_pace(config: RunConfig, runs: list[RunInfo]) -> tuple[float, str] | None:
+    """(seconds per optimizer step, run name) from the newest of `runs` trained like `config`, if any.
+
+    "Like" means the same value of every setting marked `pace` in its metadata. The pace is taken
+    between the first and the last step of that run's latest session, so model loading and the first,
+    slower step do not count. A running job's events count as well.
     """
-    from .config import load_yaml
-    from .errors import ConfigError
-
-    for run in list_runs():
-        try:
-            past = load_yaml(run.path / "config.yaml")
-        except (ConfigError, OSError):
+    keys = fields_with("pace")
+    for run in runs:
+        if run.config is None or run.pace is None:
             continue
-        if any(getattr(past, key) != getattr(config, key) for key in PACE_KEYS):
-            continue
-        events = read_events(run.path / "events.jsonl")
-        pace = _session_pace([e for e in events if isinstance(e, Progress)])
-        if pace:
-            return pace, run.name
+        if all(getattr(run.config, key) == getattr(config, key) for key in keys):
+            return run.pace, run.name
     return None
 
 

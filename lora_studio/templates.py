@@ -9,13 +9,16 @@ template's own rendered text (character offsets), never guessed from role names.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import MappingProxyType
 
+from .config import Setting
 from .errors import ModelError
+from .i18n import msg
 
 IGNORE_INDEX = -100
 
 # Built-in templates, only for models whose tokenizer ships no chat template.
-BUILTIN_TEMPLATES = {
+BUILTIN_TEMPLATES = MappingProxyType({
     # bilibili's Index chat format: <unk>{system}reserved_0{user}reserved_1{assistant}</s>
     "index": (
         "{%- for m in messages -%}"
@@ -30,7 +33,7 @@ BUILTIN_TEMPLATES = {
         "{%- endfor -%}"
         "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\n' }}{%- endif -%}"
     ),
-}
+})
 
 
 @dataclass
@@ -47,17 +50,16 @@ class EncodedExample:
 def resolve_template(tokenizer, template: str = "auto", model_type: str | None = None) -> str:
     """Pick the Jinja template: the tokenizer's own unless a built-in is named or none exists."""
     if template not in ("auto", *BUILTIN_TEMPLATES):
-        raise ModelError(f"unknown template '{template}'", "template",
-                         f"Use 'auto' or one of: {', '.join(BUILTIN_TEMPLATES)}.")
+        raise ModelError(msg("templates.unknown", name=template), Setting.template,
+                         msg("templates.unknown_fix", names=", ".join(BUILTIN_TEMPLATES)))
     if template != "auto":
         return BUILTIN_TEMPLATES[template]
     if getattr(tokenizer, "chat_template", None):
         return tokenizer.chat_template
     if model_type == "index":
         return BUILTIN_TEMPLATES["index"]
-    raise ModelError("this tokenizer has no chat template", "template",
-                     f"Set template to one of the built-ins ({', '.join(BUILTIN_TEMPLATES)}) that matches "
-                     "how the model was trained.")
+    raise ModelError(msg("templates.no_template"), Setting.template,
+                     msg("templates.no_template_fix", key=Setting.template, names=", ".join(BUILTIN_TEMPLATES)))
 
 
 class ChatRenderer:
@@ -122,8 +124,8 @@ class ChatRenderer:
                 content = content.strip()
                 start = text.find(content, cursor)
             if start < 0:
-                raise ModelError(f"the chat template changes the text of assistant turn {i}", "template",
-                                 "Pick a built-in template for this model.")
+                raise ModelError(msg("templates.changes_text", turn=i), Setting.template,
+                                 msg("templates.pick_builtin_fix"))
             spans.append((start, start + len(content)))
             cursor = start + len(content)
         return spans
@@ -152,8 +154,8 @@ class ChatRenderer:
             if at >= 0:
                 found.append((at, token))
         if not found:
-            raise ModelError("the chat template writes no end-of-turn token after an answer", "template",
-                             "Without one the model cannot learn to stop; pick a built-in template.")
+            raise ModelError(msg("templates.no_end_of_turn"), Setting.template,
+                             msg("templates.no_end_of_turn_fix"))
         token = min(found)[1]
         return [self.tokenizer.convert_tokens_to_ids(token)]
 

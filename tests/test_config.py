@@ -1,30 +1,69 @@
-"""RunConfig: YAML round trips, presets, and clear errors for unknown keys and out-of-range values."""
+"""RunConfig and SamplingConfig: metadata, YAML round trips, presets by name, and clear errors in zh and en."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 import yaml
 
-from lora_studio.config import (RunConfig, apply_overrides, dump_yaml, fields_by_name, from_dict, load_yaml,
-                                save_yaml, workspace)
+from lora_studio.config import (GROUPS, RunConfig, Setting, apply_overrides, dump_yaml, fields_by_name,
+                                fields_in_group, fields_with, from_dict, load_yaml, save_yaml)
 from lora_studio.errors import ConfigError
+from lora_studio.presets import find_preset, load_preset, preset_files
+from lora_studio.sampling import SamplingConfig, SamplingSetting, sampling_from_dict
+from lora_studio.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parent.parent
 PRESETS = sorted((ROOT / "presets").glob("*.yaml"))
 
 
-def test_every_field_has_group_and_bilingual_help():
+@pytest.mark.parametrize("cls", [RunConfig, SamplingConfig], ids=lambda c: c.__name__)
+def test_every_field_has_a_label_and_help_in_both_languages(cls):
+    for spec in dataclasses.fields(cls):
+        meta = spec.metadata
+        assert meta["help"] and meta["help_zh"] and meta["label_zh"], spec.name
     for name, spec in fields_by_name().items():
-        assert spec.metadata["group"] in ("model", "data", "template", "lora", "training", "output"), name
-        assert spec.metadata["help"] and spec.metadata["help_zh"], name
+        assert spec.metadata["group"] in GROUPS, name
+
+
+def test_setting_constants_are_the_field_names():
+    assert Setting.learning_rate == "learning_rate" and SamplingSetting.top_p == "top_p"
+    assert [s.value for s in Setting] == [f.name for f in dataclasses.fields(RunConfig)]
+    assert [s.value for s in SamplingSetting] == [f.name for f in dataclasses.fields(SamplingConfig)]
+    with pytest.raises(AttributeError):
+        Setting.lora_rank  # noqa: B018 - a misspelt name fails at once
+
+
+def test_groups_and_facts_select_settings():
+    assert fields_in_group("lora")[:3] == [Setting.r, Setting.lora_alpha, Setting.lora_dropout]
+    assert sum((fields_in_group(g) for g in GROUPS), []) == [f.name for f in dataclasses.fields(RunConfig)]
+    assert {Setting.model_name_or_path, Setting.per_device_train_batch_size, Setting.cutoff_len} <= set(
+        fields_with("pace"))
+    assert Setting.learning_rate not in fields_with("pace")
+
+
+def test_sampling_is_built_by_keyword_only():
+    with pytest.raises(TypeError):
+        SamplingConfig(256, 0.3)  # positional: reordering the fields could swap top_p and top_k
+    sampling = sampling_from_dict({SamplingSetting.top_k: 7, SamplingSetting.top_p: 0.5})
+    assert (sampling.top_k, sampling.top_p, sampling.temperature) == (7, 0.5, SamplingConfig().temperature)
+
+
+def test_sampling_values_are_checked_like_settings():
+    with pytest.raises(ConfigError) as err:
+        sampling_from_dict({"top_p": 1.5}, where="chat")
+    assert err.value.message == "chat: 'top_p' is 1.5, outside the allowed range [0.0, 1.0]."
+    with pytest.raises(ConfigError, match="unknown setting 'topp'"):
+        sampling_from_dict({"topp": 0.5})
 
 
 def test_yaml_round_trip(tmp_path):
     config = RunConfig(r=16, target_modules=["q_proj", "v_proj"], gradient_checkpointing=True)
     assert load_yaml(save_yaml(config, tmp_path / "c.yaml")) == config
+    assert not list(tmp_path.glob(".*.tmp"))  # the atomic write left no temporary file
 
 
-def test_saved_preset_holds_only_changes(tmp_path):
+def test_saved_preset_holds_only_changes():
     config = RunConfig(learning_rate=3e-4)
     assert yaml.safe_load(dump_yaml(config, only_changes=True)) == {"learning_rate": 3e-4}
 
@@ -34,6 +73,24 @@ def test_presets_load_and_list_only_differences(preset):
     config = load_yaml(preset)
     written = yaml.safe_load(preset.read_text(encoding="utf-8"))
     assert set(written) == set(config.diff_from_defaults()), "a preset repeats a default"
+
+
+def test_presets_are_found_by_name_or_path(ws):
+    assert set(preset_files(ws)) == {p.stem for p in PRESETS}
+    assert find_preset("demo-tiny", ws) == ROOT / "presets" / "demo-tiny.yaml"
+    assert load_preset("presets/demo-tiny.yaml", ws) == load_preset("demo-tiny", ws)
+    ws.presets.mkdir(parents=True)
+    (ws.presets / "demo-tiny.yaml").write_text("r: 4\n")  # the user's own preset wins
+    assert load_preset("demo-tiny", ws).r == 4
+
+
+def test_an_unknown_preset_lists_the_known_ones(ws):
+    with pytest.raises(ConfigError) as err:
+        find_preset("demo-tiyn", ws)
+    names = ", ".join(p.stem for p in PRESETS)
+    assert err.value.message == f"presets: no preset called 'demo-tiyn'. Pick one of: {names}; or give a YAML file's path."
+    with pytest.raises(ConfigError, match="config file not found"):
+        find_preset("missing.yaml", ws)
 
 
 def test_tutorial_preset_is_the_tutorials_recipe():
@@ -47,12 +104,13 @@ def test_tutorial_preset_is_the_tutorials_recipe():
     assert c.trust_remote_code is False
 
 
-def test_unknown_key_is_named_with_a_suggestion(tmp_path):
+def test_unknown_key_is_named_with_a_suggestion_in_both_languages(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("lora_alpah: 32\n")
     with pytest.raises(ConfigError) as err:
         load_yaml(path)
-    assert "lora_alpah" in str(err.value) and "lora_alpha" in str(err.value) and "bad.yaml" in str(err.value)
+    assert err.value.render("en") == f"{path}: unknown setting 'lora_alpah'. Did you mean 'lora_alpha'?"
+    assert err.value.render("zh") == f"{path}：未知的设置项 'lora_alpah'。你是不是想写 'lora_alpha'？"
 
 
 @pytest.mark.parametrize("key,value,expected", [
@@ -86,12 +144,15 @@ def test_invalid_yaml_is_a_clear_error(tmp_path):
     path.write_text("r: [8\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_yaml(path)
-    with pytest.raises(ConfigError, match="not found"):
+    with pytest.raises(ConfigError) as err:
         load_yaml(tmp_path / "missing.yaml")
+    assert err.value.render("zh").startswith(f"{tmp_path / 'missing.yaml'}：找不到配置文件。")
 
 
-def test_workspace_follows_environment(tmp_path, monkeypatch):
-    monkeypatch.setenv("LORA_STUDIO_HOME", str(tmp_path / "ws"))
-    assert workspace() == (tmp_path / "ws").resolve()
-    monkeypatch.delenv("LORA_STUDIO_HOME")
-    assert workspace() == (Path.cwd() / "workspace").resolve()
+def test_the_workspace_is_an_object_from_the_flag_or_the_environment(tmp_path):
+    assert Workspace.from_env({"LORA_STUDIO_HOME": str(tmp_path / "ws")}).root == (tmp_path / "ws").resolve()
+    assert Workspace.from_env({"LORA_STUDIO_HOME": str(tmp_path / "ws")}, tmp_path / "flag").root == (
+        tmp_path / "flag").resolve()
+    assert Workspace.from_env({}).root == (Path.cwd() / "workspace").resolve()
+    ws = Workspace(tmp_path)
+    assert (ws.runs, ws.models, ws.presets) == (tmp_path / "runs", tmp_path / "models", tmp_path / "presets")

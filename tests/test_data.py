@@ -185,6 +185,39 @@ def test_split_is_deterministic_and_disjoint(tmp_path):
     assert len(data.split(records[:3], 0.01, seed=1)[1]) == 1  # asked for validation: never empty
 
 
+def test_select_records_dedupes_then_caps_then_splits(tmp_path):
+    from lora_studio.config import RunConfig
+
+    lines = [json.dumps({"instruction": f"问题{i % 40}", "output": f"回答{i % 40}"}, ensure_ascii=False)
+             for i in range(50)]  # records 40-49 repeat 0-9
+    path = write(tmp_path, "s.jsonl", "\n".join(lines))
+    config = RunConfig(data_files=[str(path)], val_size=0.1, seed=3, max_samples=30)
+    chosen = data.select_records(config)
+    assert (chosen.total, chosen.removed, len(chosen.train), len(chosen.val)) == (50, 10, 27, 3)
+    assert {r.index for r in chosen.train} | {r.index for r in chosen.val} == set(range(30))
+    kept = data.dedupe(data.load_files(config.data_files))[0][:30]
+    assert (chosen.train, chosen.val) == data.split(kept, 0.1, seed=3)
+    everything = data.select_records(config.replace(dedupe=False, max_samples=0, val_size=0.0))
+    assert (everything.total, everything.removed, len(everything.train), everything.val) == (50, 0, 50, [])
+
+
+def test_the_doctor_and_a_run_choose_the_same_records(tmp_path):
+    """The dataset doctor passes the records it already shows; a run reads the files: same split."""
+    from lora_studio.config import RunConfig
+
+    first = write(tmp_path, "a.json", json.dumps([{"instruction": f"问{i}", "output": "答"} for i in range(30)] * 2,
+                                                 ensure_ascii=False))
+    second = write(tmp_path, "b.jsonl", "\n".join([CHAT_OK] * 3 + [chat(("user", "早"), ("assistant", "早。"))]))
+    config = RunConfig(data_files=[str(first), str(second)], val_size=0.2, seed=11)
+    shown = data.load_files(config.data_files, config.data_format)  # what the data tab has loaded
+    for changes in ({}, {"dedupe": False}, {"max_samples": 20}, {"seed": 12}):
+        run, doctor = data.select_records(config.replace(**changes)), data.select_records(config.replace(**changes), shown)
+        assert [(r.source, r.index) for r in run.train] == [(r.source, r.index) for r in doctor.train]
+        assert [(r.source, r.index) for r in run.val] == [(r.source, r.index) for r in doctor.val]
+        assert (run.total, run.removed) == (doctor.total, doctor.removed)
+    assert data.select_records(config).removed == 30 + 2
+
+
 def test_to_dataset_has_a_messages_column():
     records = data.load_records(SAMPLE)
     dataset = data.to_dataset(records)
@@ -202,7 +235,7 @@ def test_report_with_token_lengths_and_cutoff(tmp_path):
     assert report.whitespace == 1 and report.whitespace_records == [3]
     assert (report.lengths.min, report.lengths.median, report.lengths.max, report.over_cutoff) == (10, 25, 40, 2)
     assert sum(count for _, _, count in report.lengths.histogram) == 4
-    text = report.to_text()
+    text = report.to_text("en")
     assert "Exact duplicates: 1 record in 1 groups" in text and "record 1 x2: 「你好」" in text
     assert "Lengths in tokens" in text and "Over cutoff_len 25: 2 records" in text
     assert json.loads(json.dumps(report.to_dict()))["conflicting_prompts"] == 1
@@ -212,8 +245,8 @@ def test_report_counts_empty_fields_and_characters():
     records = [data.Record(0, "x", {}, [{"role": "user", "content": "问"}, {"role": "assistant", "content": ""}])]
     report = data.dataset_report(records)
     assert report.empty_fields == 1 and report.length_unit == "characters" and report.lengths.max == 1
-    assert "pass --model to count tokens" in report.to_text()
-    assert data.dataset_report([]).to_text().endswith("Lengths: no records")
+    assert "pass --model to count tokens" in report.to_text("en")
+    assert data.dataset_report([]).to_text("en").endswith("Lengths: no records")
 
 
 def test_bundled_sample_is_clean():

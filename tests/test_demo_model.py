@@ -3,7 +3,9 @@ tokenizer and chat template, and - the point of it - LoRA can teach it new answe
 
 import hashlib
 import json
+import threading
 import time
+from dataclasses import asdict
 
 import pytest
 
@@ -114,15 +116,39 @@ def test_build_keeps_the_callers_threads_and_random_state(tmp_path, monkeypatch)
     finally:
         torch.set_num_threads(1)
     assert torch.equal(torch.rand(3), expected)
-    assert messages[0].startswith("Training a") and messages[-1].startswith("Demo model ready")
+    lines = [message.render("en") for message in messages]  # progress comes as messages: the caller renders
+    assert lines[0].startswith("Training a") and lines[-1] == f"Demo model ready in {tmp_path / 'quick'}"
+    assert messages[-1].render("zh") == f"演示模型已就绪：{tmp_path / 'quick'}"
 
 
-def test_default_location_is_the_workspace(workspace, monkeypatch):
+def test_default_location_is_the_workspace(ws, monkeypatch):
     built = []
     monkeypatch.setattr("lora_studio.demo_model._build_into", lambda folder, *_: built.append(folder))
     monkeypatch.setattr("lora_studio.demo_model._move_into_place", lambda *_: None)
-    assert demo_model_path() == workspace / "models" / DEMO_MODEL_NAME
-    assert ensure_demo_model() == demo_model_path() and built[0].parent == workspace / "models"
+    assert demo_model_path(ws) == ws.root / "models" / DEMO_MODEL_NAME
+    assert ensure_demo_model(ws) == demo_model_path(ws) and built[0].is_relative_to(ws.models)
+
+
+def test_a_second_caller_waits_for_the_first_build(ws, monkeypatch):
+    """The studio's warm-up thread and a page asking for the model at once build it once."""
+    builds = []
+
+    def fake_build(folder, recipe, say):
+        builds.append(folder)
+        time.sleep(0.3)  # long enough for the other thread to arrive mid-build
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"")
+        (folder / BUILD_FILE).write_text(json.dumps({"recipe": asdict(recipe)}))
+
+    monkeypatch.setattr("lora_studio.demo_model._build_into", fake_build)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(ensure_demo_model(ws))) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == [demo_model_path(ws)] * 2 and len(builds) == 1
+    assert [p.name for p in ws.models.iterdir() if not p.name.startswith(".")] == [DEMO_MODEL_NAME]
 
 
 def test_lora_learns_new_answers_the_base_does_not_know(demo_model_dir):

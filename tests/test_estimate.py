@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,17 +13,29 @@ import pytest
 from lora_studio.catalog import find_entry
 from lora_studio.config import RunConfig, load_yaml
 from lora_studio.errors import ConfigError
-from lora_studio.estimate import (count_trainable, lora_config, memory_estimate, needs_gradient_checkpointing,
-                                  optimizer_steps, preflight)
+from lora_studio.estimate import (count_trainable, dry_run, memory_estimate, optimizer_steps, preflight,
+                                  preflight_report)
 from lora_studio.index_model import INDEX_1_9B_CONFIG
+from lora_studio.recipe import checkpointing_decision, lora_config
 
 ROOT = Path(__file__).resolve().parent.parent
+PALACE_QA = Path(__file__).parent / "data" / "palace_qa.json"
 PRESET = ROOT / "presets" / "index-1.9b-chat-huanhuan.yaml"
 HUANHUAN = ROOT.parent / "shared" / "data" / "huanhuan.json"
 TUTORIAL_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 TINY_LLAMA = {"model_type": "llama", "vocab_size": 64, "hidden_size": 16, "intermediate_size": 32,
               "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 2,
               "tie_word_embeddings": False}
+
+
+def english_words(text: str, allowed: str = "") -> list[str]:
+    """Latin-letter words in a Chinese text that are ours, not names: what a Chinese reader should not see.
+
+    Names, units and terms are allowed: the ones in `allowed` (model names, paths) and the few below."""
+    terms = {"LoRA", "Studio", "GB", "GPU", "RAM", "bf16", "float32", "bfloat16", "auto", "transformers", "x",
+             "gradient_checkpointing", "cutoff_len", "config", "yaml", "s"}
+    names = set(re.findall(r"[A-Za-z][\w.+-]*", allowed))
+    return [w for w in re.findall(r"[A-Za-z][A-Za-z0-9_]*", text) if w not in terms and not any(w in n for n in names)]
 
 
 def tutorial_config(**changes) -> RunConfig:
@@ -73,7 +86,8 @@ def test_tutorial_steps_on_3729_records():
     assert optimizer_steps(3729, tutorial_config(), world_size=2) == (117, 351)
     report = preflight(tutorial_config(), INDEX_1_9B_CONFIG, 3729)
     assert (report.steps_per_epoch, report.total_steps, report.trainable_params) == (234, 702, 11_575_296)
-    assert any("counted 699" in note for note in report.notes)
+    assert "counted 699." in report.to_text()
+    assert "只算 699 步" in report.to_text("zh")
 
 
 @pytest.mark.parametrize("examples,batch,accumulation,epochs,max_steps", [
@@ -132,24 +146,63 @@ def test_index_memory_matches_the_catalog_and_reacts_to_settings():
 
 
 def test_auto_checkpointing_turns_on_only_when_memory_is_short(monkeypatch):
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
     from lora_studio import estimate
+    from lora_studio.i18n import msg
 
-    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**TINY_LLAMA)).to(torch.float32)
-    needed, why = needs_gradient_checkpointing(RunConfig(), model)
-    assert not needed and "GB" in why
-    monkeypatch.setattr(estimate, "device_memory", lambda: (0.1, "GPU test"))
-    needed, why = needs_gradient_checkpointing(RunConfig(), model)
-    assert needed and "0.1 GB of GPU test" in why
+    on, why = checkpointing_decision(RunConfig(), TINY_LLAMA, 4)
+    assert not on and re.fullmatch(r"gradient_checkpointing auto: off \(about [\d.]+ GB without it, "
+                                   r"[\d.]+ GB of RAM\)", why.render("en"))
+    monkeypatch.setattr(estimate, "device_memory", lambda: (0.1, msg("training.device_gpu", name="Test")))
+    on, why = checkpointing_decision(RunConfig(), TINY_LLAMA, 4)
+    assert on and why.render("en").endswith(", 0.1 GB of GPU Test)")
+    assert why.render("zh").startswith("梯度检查点 gradient_checkpointing auto：开启（不开约需 ")
+    assert checkpointing_decision(RunConfig(gradient_checkpointing=False), TINY_LLAMA, 4)[1].render("en") \
+        == "gradient_checkpointing: off (as set)"
     report = preflight(RunConfig(gradient_checkpointing="auto"), INDEX_1_9B_CONFIG, 100)
-    assert report.gradient_checkpointing_needed and report.gradient_checkpointing
+    assert report.gradient_checkpointing and "gradient checkpointing on" in report.to_text()
+    assert "Note: gradient_checkpointing auto: on (about " in report.to_text()
+    explicit = preflight(RunConfig(gradient_checkpointing=False), INDEX_1_9B_CONFIG, 100)
+    assert not explicit.gradient_checkpointing and "gradient_checkpointing auto" not in explicit.to_text()
+    assert explicit.memory_gb["activations"] > report.memory_gb["activations"]
+
+
+# --- what a person reads ------------------------------------------------------------------------
+def test_the_dry_run_reads_the_same_in_chinese_with_no_english_words_of_ours(ws, demo_model_dir):
+    config = RunConfig(model_name_or_path=str(demo_model_dir), data_files=[str(PALACE_QA)],
+                       per_device_train_batch_size=3, gradient_accumulation_steps=4, val_size=0.1)
+    report = dry_run(config, ws)
+    english = report.to_text("en").splitlines()
+    assert english[0] == f"Model: {demo_model_dir}"
+    assert english[1].startswith("Trainable parameters: ") and english[2] == "Training examples: 18"
+    assert english[3:5] == ["Steps per epoch: 2", "Total optimizer steps: 6"]
+    chinese = report.to_text("zh").splitlines()
+    assert len(chinese) == len(english) == len(report.lines())
+    assert chinese[2:5] == ["训练样本：18 个", "每轮步数：2", "总优化步数：6"]
+    assert english_words("\n".join(chinese), allowed=str(demo_model_dir)) == []
+    # and the other way round: no Chinese in the English lines but the names
+    assert not re.search(r"[\u4e00-\u9fff]", report.to_text("en"))
+
+
+def test_the_preflight_report_times_the_run_from_a_past_one(ws, demo_model_dir):
+    from lora_studio.runs import RunInfo
+
+    config = RunConfig(model_name_or_path=str(demo_model_dir), data_files=[str(PALACE_QA)], max_steps=300)
+    unknown = preflight_report(config, ws, [])
+    assert unknown.to_text().endswith(
+        "ETA: shown once a run with this model, batch size and cutoff has timed a few steps")
+    past = RunInfo("earlier", ws.runs / "earlier", "completed", 50, 50, 1.0, 0.0, config.model_name_or_path,
+                   config=config.replace(learning_rate=0.5), pace=0.5)
+    timed = preflight_report(config, ws, [past])
+    assert timed.to_text().endswith("ETA: about 2.5 min at the pace of run earlier (0.50 s/step on this machine)")
+    assert timed.to_text("zh").endswith("预计用时：约 2.5 分钟（按运行 earlier 在本机的速度，每步 0.50 秒）")
+    assert english_words(timed.to_text("zh"), allowed=f"{demo_model_dir} earlier") == []
 
 
 # --- the preset's dry run, as a user runs it ----------------------------------------------------
 @pytest.mark.skipif(not HUANHUAN.is_file(), reason="needs ../shared/data/huanhuan.json")
-def test_index_preset_dry_run_downloads_nothing_and_reports_the_tutorial_numbers(workspace):
+def test_index_preset_dry_run_downloads_nothing_and_reports_the_tutorial_numbers(workspace, ws):
+    report = dry_run(load_yaml(PRESET).replace(data_files=[str(HUANHUAN)]), ws)
+    assert english_words(report.to_text("zh"), allowed="IndexTeam/Index-1.9B-Chat") == []
     assert load_yaml(PRESET).model_name_or_path == "IndexTeam/Index-1.9B-Chat"
     env = {**os.environ, "LORA_STUDIO_HOME": str(workspace), "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, "studio.py", "train", str(PRESET), "--dry-run",

@@ -185,12 +185,12 @@ def test_chat_renderer_trains_only_the_answer_and_its_end(index_dir, tokenizer):
     assert prompt == example.input_ids[: -len(answer) - 1] and prompt[-1] == 4
 
 
-def test_models_load_picks_the_native_path_unless_remote_code_is_trusted(index_dir):
+def test_models_load_picks_the_native_path_unless_remote_code_is_trusted(index_dir, ws):
     from transformers import LlamaForCausalLM
 
     from lora_studio import models
 
-    loaded = models.load(RunConfig(model_name_or_path=str(index_dir), dtype="float32"))
+    loaded = models.load(RunConfig(model_name_or_path=str(index_dir), dtype="float32"), ws)
     assert type(loaded.model) is LlamaForCausalLM and loaded.model_type == "index"
     assert loaded.renderer.chat_template == BUILTIN_TEMPLATES["index"]
     assert models._uses_native_index({"model_type": "index"}, RunConfig())
@@ -199,9 +199,10 @@ def test_models_load_picks_the_native_path_unless_remote_code_is_trusted(index_d
 
 # --- end to end ----------------------------------------------------------------------------------
 @pytest.mark.skipif(os.environ.get("LORA_STUDIO_SKIP_E2E") == "1", reason="end-to-end tests skipped")
-def test_lora_training_and_side_by_side_chat_on_index(index_dir, tmp_path):
-    from lora_studio.chat import ChatEngine, Sampling
+def test_lora_training_and_side_by_side_chat_on_index(index_dir, tmp_path, ws):
+    from lora_studio.chat import ChatEngine
     from lora_studio.events import Finished
+    from lora_studio.sampling import SamplingConfig
     from lora_studio.training import TrainingJob
 
     records = [{"instruction": q, "input": "", "output": a} for q, a in [
@@ -213,15 +214,14 @@ def test_lora_training_and_side_by_side_chat_on_index(index_dir, tmp_path):
                        dtype="float32", r=16, lora_alpha=32, lora_dropout=0.0, learning_rate=1e-2,
                        per_device_train_batch_size=4, gradient_accumulation_steps=1, max_steps=100,
                        lr_scheduler_type="constant", logging_steps=20, save_steps=1000, run_name="index-e2e")
-    job = TrainingJob(config)
-    job.start()
+    job = TrainingJob(config, ws).start()
     assert job.join(240), "training did not finish in time"
     end = job.events.last(Finished)
     assert end is not None and end.status == "completed" and end.step == 100, job.events.since(0)[-3:]
 
-    engine = ChatEngine()
+    engine = ChatEngine(ws)
     engine.load_run(job.run_dir / "adapter")
-    greedy = Sampling(max_new_tokens=60, temperature=0)
+    greedy = SamplingConfig(max_new_tokens=60, temperature=0)
     for record in records:
         base, tuned = engine.answer([{"role": "user", "content": record["instruction"]}], SYSTEM, greedy)
         assert tuned == record["output"]  # exact: it also stopped at </s> instead of running on

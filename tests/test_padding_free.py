@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lora_studio.config import RunConfig
-from lora_studio.trainer_setup import make_collator, training_arguments
+from lora_studio.recipe import make_collator, training_arguments
 
 from .conftest import QWEN_TOKENIZER
 
@@ -104,6 +104,9 @@ def test_model_running_its_own_code_falls_back_to_padding_with_a_reason():
     logs = []
     collator = make_collator(RunConfig(padding_free=True), model, pad_tokenizer(), logs.append)
     assert isinstance(collator.inner, DataCollatorForSeq2Seq)
-    assert len(logs) == 1 and "RemoteCodeModel" in logs[0] and "padding" in logs[0]
+    assert [line.render("en") for line in logs] == [
+        "Padding-free batches are off: RemoteCodeModel runs its own code, which may not separate packed "
+        "examples; padding each batch instead."]
+    assert logs[0].render("zh") == "无填充批处理已关闭：RemoteCodeModel 运行模型自带的代码，可能无法分开拼接在一起的样本；改为逐批填充。"
     batch = collator(examples(3))
     assert batch["input_ids"].shape[0] == 3 and "attention_mask" in batch

@@ -20,9 +20,10 @@ def qwen2_dir(tmp_path_factory):
     return build_tiny_qwen2(QWEN_TOKENIZER, tmp_path_factory.mktemp("qwen2") / "tiny-qwen2", lines)
 
 
-def test_lora_on_tiny_qwen2_reproduces_answers_and_stops_at_im_end(qwen2_dir, tmp_path):
-    from lora_studio.chat import ChatEngine, Sampling
+def test_lora_on_tiny_qwen2_reproduces_answers_and_stops_at_im_end(qwen2_dir, tmp_path, ws):
+    from lora_studio.chat import ChatEngine
     from lora_studio.models import load
+    from lora_studio.sampling import SamplingConfig
     from lora_studio.trainer_setup import encode_data
 
     data = tmp_path / "palace10.json"
@@ -30,7 +31,7 @@ def test_lora_on_tiny_qwen2_reproduces_answers_and_stops_at_im_end(qwen2_dir, tm
     config = palace_config(qwen2_dir, data_files=[str(data)], per_device_train_batch_size=5,
                            learning_rate=6e-3, max_steps=120, run_name="qwen2")
 
-    loaded = load(config)
+    loaded = load(config, ws)
     im_end = loaded.tokenizer.convert_tokens_to_ids("<|im_end|>")
     assert loaded.model.generation_config.eos_token_id == loaded.tokenizer.eos_token_id != im_end
     example = encode_data(config, loaded.renderer).train[0]
@@ -38,15 +39,14 @@ def test_lora_on_tiny_qwen2_reproduces_answers_and_stops_at_im_end(qwen2_dir, tm
     assert trained[-1] == im_end  # the template's end of turn is trained, not the tokenizer's eos
     assert im_end in loaded.renderer.stop_token_ids  # ...and generation stops on it
 
-    job = TrainingJob(config)
-    job.start()
+    job = TrainingJob(config, ws).start()
     assert job.join(600)
     end = job.events.last(Finished)
     assert end is not None and end.status == "completed" and end.loss < 0.5
 
-    engine = ChatEngine()
+    engine = ChatEngine(ws)
     engine.load_run(job.run_dir / "adapter")
-    greedy = Sampling(max_new_tokens=48, temperature=0)
+    greedy = SamplingConfig(max_new_tokens=48, temperature=0)
     tuned_hits = base_hits = 0
     for record in RECORDS:
         base, tuned = engine.answer([{"role": "user", "content": record["instruction"]}], sampling=greedy)

@@ -1,7 +1,11 @@
-"""A real browser walks the whole studio on the demo model, in Chinese, then photographs it in English.
+"""A real browser walks the whole studio on the demo model, and reads every tab as a Chinese and an English user.
 
 Debian's Chromium driven by Playwright (never `playwright install`: that downloads). Screenshots of
 every tab in zh and en land in test-artifacts/screenshots/ (git-ignored) for a person to look at.
+
+What a reader "sees" is the page's visible text (document.body.innerText of the selected tab) plus
+the visible values and placeholders of its inputs (a textarea's text, a dropdown's chosen label are
+not part of innerText). The language checks leave out what is data, not our words (see DATA).
 """
 
 from __future__ import annotations
@@ -14,36 +18,72 @@ import pytest
 
 from .conftest import ROOT
 from .test_ui_api import free_port
+from .ui_words import chinese, english_words, known_names
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
          "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
          "--disable-quic"]
 SHOTS = ROOT / "test-artifacts" / "screenshots"
+SAMPLE = str(ROOT / "data" / "huanhuan_sample.json")
 TABS = {"zh": ["模型", "数据", "参数", "训练", "对话"], "en": ["Model", "Dataset", "LoRA & training", "Train", "Chat"]}
 NAMES = ["model", "data", "params", "train", "chat"]
+LOCALES = {"zh": "zh-CN", "en": "en-US"}
 
+# Data, whatever its language: the dataset's records, the tokens of a record as trained (token
+# strings such as <|im_start|>system), the chat answers and the probe prompts (questions sent to the
+# model), and the command-line preview (a program, a file, a subcommand and option names).
+DATA = ("#data-table", "#inspector-tokens .textfield", "#chat-base", "#chat-tuned", ".probe", "#settings-cli")
+# The system prompt is the user's data too; the English page shows it in its box and in the YAML.
+ENGLISH_DATA = DATA + ("#field-system_prompt", "#chat-system", "#settings-yaml")
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="no /usr/bin/chromium: install Debian's "
                                 "chromium and fonts-wqy-microhei (see .ci/run) to run the browser test")
 
 
-@pytest.fixture
-def studio_url(workspace, demo_model_dir):
+def launch_studio(ws):
     from lora_studio.ui.app import build_app, launch
     from lora_studio.ui.state import Studio
 
-    shutil.copytree(demo_model_dir, workspace / "models" / "demo-tiny")
-    state = Studio()  # follows the browser's language
+    state = Studio(ws)  # follows the browser's language
     demo = build_app(state)
     url, _ = launch(demo, state, port=free_port(), block=False)
-    yield url
-    if state.slot.job is not None and state.slot.job.is_active:
-        state.slot.job.stop()
-        state.slot.job.join(30)
+    return url, state, demo
+
+
+def close_studio(state, demo) -> None:
+    job = state.training.job
+    if job is not None and job.is_active:
+        job.stop()
+        job.join(30)
     demo.close()
 
 
 @pytest.fixture
+def studio_url(ws, demo_model_dir):
+    shutil.copytree(demo_model_dir, ws.models / "demo-tiny")
+    url, state, demo = launch_studio(ws)
+    yield url
+    close_studio(state, demo)
+
+
+@pytest.fixture(scope="module")
+def trained_studio_url(tmp_path_factory, demo_model_dir):
+    """A studio over a workspace with one finished run (trained through the library, a few seconds)."""
+    from lora_studio.presets import load_preset
+    from lora_studio.training import TrainingJob
+    from lora_studio.workspace import Workspace
+
+    ws = Workspace(tmp_path_factory.mktemp("trained") / "workspace")
+    shutil.copytree(demo_model_dir, ws.models / "demo-tiny")
+    config = load_preset("demo-tiny", ws).replace(data_files=[SAMPLE], max_steps=20, save_steps=10, logging_steps=2)
+    job = TrainingJob(config, ws).start()
+    assert job.join(300) and job.state == "completed", job.state
+    url, state, demo = launch_studio(ws)
+    yield url
+    close_studio(state, demo)
+
+
+@pytest.fixture(scope="module")
 def browser():
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as playwright:
@@ -52,15 +92,89 @@ def browser():
         chromium.close()
 
 
+def new_page(browser, lang: str):
+    context = browser.new_context(locale=LOCALES[lang], viewport={"width": 1400, "height": 1000},
+                                  extra_http_headers={"Accept-Language": LOCALES[lang]})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    return context, page
+
+
 def open_tab(page, lang: str, name: str):
     page.get_by_role("tab", name=TABS[lang][NAMES.index(name)], exact=True).click()
 
 
-def shoot(page, lang: str, name: str):
+def shoot(page, lang: str, name: str, prefix: str = ""):
     SHOTS.mkdir(parents=True, exist_ok=True)
     open_tab(page, lang, name)
     page.wait_for_timeout(1500)  # let plots and tables draw
-    page.screenshot(path=str(SHOTS / f"{lang}-{NAMES.index(name) + 1}-{name}.png"), full_page=True)
+    page.screenshot(path=str(SHOTS / f"{prefix}{lang}-{NAMES.index(name) + 1}-{name}.png"), full_page=True)
+
+
+def visible_text(page, leave_out: tuple[str, ...]) -> str:
+    """What a reader sees on the page now, without the elements in `leave_out`."""
+    return page.evaluate("""(leaveOut) => {
+        // display, not visibility: Chromium's innerText keeps the text of visibility:hidden elements
+        const hidden = [...document.querySelectorAll(leaveOut.join(','))].map(el => [el, el.style.display]);
+        hidden.forEach(([el]) => { el.style.display = 'none'; });
+        const shown = el => el.checkVisibility();
+        const fields = [...document.querySelectorAll('input, textarea')]
+            .filter(el => !['hidden', 'checkbox', 'file'].includes(el.type) && shown(el))
+            .flatMap(el => [el.value, el.placeholder]);
+        const text = document.body.innerText + '\\n' + fields.join('\\n');
+        hidden.forEach(([el, display]) => { el.style.display = display; });
+        return text;
+    }""", list(leave_out))
+
+
+def tour(page, lang: str, leave_out: tuple[str, ...]) -> dict[str, str]:
+    """Open each tab as a reader would, every section unfolded, and take what it shows (and a screenshot)."""
+    texts = {}
+    for name in NAMES:
+        open_tab(page, lang, name)
+        closed = page.locator(".label-wrap:not(.open)")  # folded accordions: sampling, output, ...
+        for index in reversed(range(closed.count())):
+            if closed.nth(index).is_visible():
+                closed.nth(index).click()
+        if name == "data":
+            page.locator("#inspector-tokens .legend").wait_for()  # the doctor and the inspector are in
+        if name == "params":
+            page.click("#preflight-run")  # the pre-flight estimate is what this tab shows after one click
+            page.wait_for_function("() => (document.querySelector('#preflight textarea')?.value || '').length > 20")
+        shoot(page, lang, name, prefix="tour-")
+        texts[name] = visible_text(page, leave_out)
+    return texts
+
+
+def test_a_chinese_reader_sees_no_english_words_of_ours(trained_studio_url, browser):
+    context, page = new_page(browser, "zh")
+    page.goto(trained_studio_url)
+    page.get_by_text("LoRA 微调工作室").wait_for()
+    names = known_names()
+    texts = tour(page, "zh", DATA)
+    # and an error's toast: a file that is not there
+    open_tab(page, "zh", "data")
+    page.get_by_label("数据文件").fill("data/no-such-file.json")
+    page.click("#data-load")
+    page.locator(".toast-body").first.wait_for()
+    page.screenshot(path=str(SHOTS / "tour-zh-error.png"))
+    texts["error"] = page.locator(".toast-body").first.inner_text()
+    assert texts["error"].lstrip("×\n").startswith("【数据有问题】"), texts["error"]  # Gradio's own title hidden
+    found = {name: english_words(text, names) for name, text in texts.items()}
+    context.close()
+    count = sum(len(words) for words in found.values())
+    print(f"\nEnglish words of ours in the zh studio: {count}", {k: v for k, v in found.items() if v})
+    assert count == 0, found
+
+
+def test_an_english_reader_sees_no_chinese_but_the_data(trained_studio_url, browser):
+    context, page = new_page(browser, "en")
+    page.goto(trained_studio_url)
+    page.get_by_text("LoRA Studio", exact=True).wait_for()
+    found = {name: chinese(text) for name, text in tour(page, "en", ENGLISH_DATA).items()}
+    context.close()
+    print("\nChinese in the en studio, data left out:", {k: v for k, v in found.items() if v})
+    assert not any(found.values()), found
 
 
 def truncated_pixels(png: bytes) -> int:
@@ -79,9 +193,7 @@ def status_step(page) -> int:
 
 
 def test_whole_flow_in_a_browser(studio_url, browser):
-    context = browser.new_context(locale="zh-CN", viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(60_000)
+    context, page = new_page(browser, "zh")
     page.goto(studio_url)
     page.get_by_text("LoRA 微调工作室").wait_for()
     shoot(page, "zh", "model")
@@ -93,6 +205,7 @@ def test_whole_flow_in_a_browser(studio_url, browser):
     page.locator("#inspector-tokens").get_by_text("<|im_end|>⟂").wait_for()
     highlighted = page.locator("#inspector-tokens .token.highlighted")
     assert highlighted.count() > 10 and "臣妾" in "".join(highlighted.all_inner_texts())
+    assert page.locator("#inspector-tokens .legend").inner_text().split() == ["训练", "结束符"]
     shoot(page, "zh", "data")
 
     # a second load redraws the doctor's histogram: a cutoff inside the lengths paints bars red
@@ -106,11 +219,11 @@ def test_whole_flow_in_a_browser(studio_url, browser):
         red[cutoff] = truncated_pixels(page.locator("#data-histogram").screenshot())
     assert red["60"] > 20 * max(red["256"], 50), red  # only the legend's swatch is red at 256
 
-    # a bad path is a message with a heading, not a traceback, and the page goes on working
+    # a bad path is a message with a heading, in Chinese, not a traceback, and the page goes on working
     files = page.get_by_label("数据文件")
     files.fill("data/no-such-file.json")
     page.click("#data-load")
-    page.get_by_text("数据有问题 · Dataset problem").first.wait_for()
+    page.get_by_text("【数据有问题】").first.wait_for()
     page.get_by_text("no-such-file.json").first.wait_for()
     assert "Traceback" not in page.content()
     files.fill("data/huanhuan_sample.json")
@@ -124,31 +237,36 @@ def test_whole_flow_in_a_browser(studio_url, browser):
     assert "--set max_steps=60" in page.inner_text("#settings-cli")
     shoot(page, "zh", "params")
 
-    # train: start, watch progress and the loss plot, reload mid-run, see it re-attach, see it finish
+    # train: before any run, a hint where the plot will be, not an empty axis
     open_tab(page, "zh", "train")
+    page.locator("#loss-hint").get_by_text("损失曲线").wait_for()
+    assert not page.locator("#loss-plot").is_visible()
+    shoot(page, "zh", "train", prefix="empty-")
+    # start, watch progress and the loss plot, reload mid-run, see it re-attach, see it finish
     page.click("#train-start")
     page.wait_for_function("() => /步 ([1-9]\\d*)\\/60/.test(document.querySelector('#train-status-text')"
                            "?.innerText || '')")
-    page.locator("#loss-plot canvas, #loss-plot svg").first.wait_for()
+    page.locator("#loss-plot svg").first.wait_for()
+    assert not page.locator("#loss-hint").is_visible()
     before = status_step(page)
     page.reload()
     open_tab(page, "zh", "train")
     page.wait_for_function("() => /步 \\d+\\/60/.test(document.querySelector('#train-status-text')"
                            "?.innerText || '')")
     assert status_step(page) >= before
-    assert re.search(r"状态: (running|completed)", page.inner_text("#train-status-text"))
+    assert re.search(r"状态：(进行中|已完成)", page.inner_text("#train-status-text"))
     page.wait_for_function("() => (document.querySelector('#train-status-text')?.innerText || '')"
-                           ".includes('completed')", timeout=150_000)
+                           ".includes('已完成')", timeout=150_000)
     assert status_step(page) == 60
     shoot(page, "zh", "train")
 
     # chat: the probe prompt gets two different answers
     open_tab(page, "zh", "chat")
     page.locator("#chat-adapter input").wait_for()
-    page.wait_for_function("() => (document.querySelector('#chat-adapter input')?.value || '').includes('completed')")
+    page.wait_for_function("() => (document.querySelector('#chat-adapter input')?.value || '').includes('已完成')")
     page.get_by_role("button", name="你是谁？", exact=True).click()
-    page.wait_for_function(f"() => [...document.querySelectorAll('#chat-base .message-row.bot-row, #chat-tuned .message-row.bot-row')]"
-                           ".filter(e => e.innerText.trim()).length >= 2")
+    page.wait_for_function("() => [...document.querySelectorAll('#chat-base .message-row.bot-row, "
+                           "#chat-tuned .message-row.bot-row')].filter(e => e.innerText.trim()).length >= 2")
     page.wait_for_timeout(2000)  # let both streams end
     base = page.locator("#chat-base .message-row.bot-row").last.inner_text()
     tuned = page.locator("#chat-tuned .message-row.bot-row").last.inner_text()
@@ -156,12 +274,10 @@ def test_whole_flow_in_a_browser(studio_url, browser):
     shoot(page, "zh", "chat")
     context.close()
 
-    english = browser.new_context(locale="en-US", viewport={"width": 1400, "height": 1000})
-    page = english.new_page()
-    page.set_default_timeout(60_000)
+    context, page = new_page(browser, "en")
     page.goto(studio_url)
     page.get_by_text("LoRA Studio", exact=True).wait_for()
     for name in NAMES:
         shoot(page, "en", name)
     assert "Start training" in page.content()
-    english.close()
+    context.close()

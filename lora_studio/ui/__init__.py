@@ -1,6 +1,7 @@
 """The studio web app (Gradio). The only part of LoRA Studio that imports gradio.
 
-`app.build_app(Studio())` makes the gr.Blocks; `cli.register` adds the `studio` command. Each tab is one
-module (tab_model, tab_data, tab_params, tab_train, tab_chat) that builds its components and wires its
-handlers, which only call the library.
+`app.build_app(Studio(workspace))` makes the gr.Blocks; `cli.register` adds the `studio` command. Each
+tab is one module (tab_model, tab_data, tab_params, tab_train, tab_chat) that builds its components and
+wires its handlers, which only call the library. Every word a person reads comes from the message
+catalogue (locale/ui.yaml, see i18n.py), in the reader's language.
 """

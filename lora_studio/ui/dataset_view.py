@@ -7,15 +7,25 @@ tab module stays about wiring.
 from __future__ import annotations
 
 from pathlib import Path
+from types import MappingProxyType
 
-from ..config import RunConfig
+from ..config import RunConfig, Setting
 from ..errors import DataError
+from ..i18n import LANGUAGES, msg, text
 from ..templates import IGNORE_INDEX
 
 PAGE_SIZE = 20
 SAMPLE_FILE = Path(__file__).resolve().parents[2] / "data" / "huanhuan_sample.json"
-TRAINED, END = "trained · 训练", "end token · 结束符"
-COLORS = {TRAINED: "#8fd18f", END: "#f0a35e"}
+# token categories of the inspector and the histogram's bar kinds: catalogue key -> colour
+TOKEN_COLORS = MappingProxyType({"ui.token_trained": "#8fd18f", "ui.token_end": "#f0a35e"})
+FIT_COLORS = MappingProxyType({"ui.fits": "#6fbf73", "ui.partly_truncated": "#e0b050", "ui.truncated": "#d9534f"})
+# the histogram's columns; the page titles its axes and legend in the reader's language
+LENGTH, COUNT, FITS = "tokens", "records", "cutoff"
+
+
+def color_map(colors, languages=LANGUAGES) -> dict[str, str]:
+    """{label: colour}: a category is drawn by its label, which is in the reader's language."""
+    return {text(key, lang): color for key, color in colors.items() for lang in languages}
 
 
 def sample_path() -> str:
@@ -30,7 +40,7 @@ def load(config: RunConfig) -> list:
     return load_files(config.data_files, config.data_format)
 
 
-def page_rows(records: list, page: int) -> list[list]:
+def page_rows(records: list, page: int, lang: str) -> list[list]:
     """One page of records as table rows: number, system, the turns before the answer, the answer."""
     start = (max(1, page) - 1) * PAGE_SIZE
     rows = []
@@ -38,10 +48,14 @@ def page_rows(records: list, page: int) -> list[list]:
         messages = record.messages
         system = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
         turns = [m for m in messages if m["role"] != "system"]
-        prompt = "\n".join(f"[{m['role']}] {m['content']}" for m in turns[:-2]) if len(turns) > 2 else ""
-        prompt = (prompt + "\n" if prompt else "") + turns[-2]["content"]
+        earlier = [f"[{text('ui.col_' + m['role'], lang)}] {m['content']}" for m in turns[:-2]]
+        prompt = "\n".join([*earlier, turns[-2]["content"]])
         rows.append([number, system, prompt, turns[-1]["content"]])
     return rows
+
+
+def table_headers(lang: str) -> list[str]:
+    return ["#", *(text(f"ui.col_{role}", lang) for role in ("system", "user", "assistant"))]
 
 
 def page_count(records: list) -> int:
@@ -50,53 +64,43 @@ def page_count(records: list) -> int:
 
 def doctor(records: list, config: RunConfig, renderer, lang: str):
     """(markdown summary, histogram rows) of the dataset as this config would train it."""
-    from ..data import dataset_report, dedupe, split
+    from ..data import dataset_report, select_records
 
     def token_length(record):
         return len(renderer.encode_example(record.messages).input_ids)
 
     report = dataset_report(records, token_length=token_length, cutoff_len=config.cutoff_len)
-    kept, removed = dedupe(records) if config.dedupe else (records, 0)
-    if config.max_samples:
-        kept = kept[:config.max_samples]
-    train, val = split(kept, config.val_size, config.seed)
-    zh = lang == "zh"
+    chosen = select_records(config, records)
     rows = [
-        ("记录数" if zh else "Records", report.records),
-        ("完全重复" if zh else "Exact duplicates", f"{report.exact_duplicates} ({len(report.duplicate_groups)} "
-         + ("组" if zh else "groups") + ")"),
-        ("同问不同答" if zh else "Conflicting prompts (same prompt, different answers)", report.conflicting_prompts),
-        ("空字段" if zh else "Empty fields", report.empty_fields),
-        ("首尾空白" if zh else "Leading/trailing whitespace", report.whitespace),
+        (msg("ui.doctor_records"), report.records),
+        (msg("ui.doctor_duplicates"), text("ui.doctor_groups", lang, count=report.exact_duplicates,
+                                           groups=len(report.duplicate_groups))),
+        (msg("ui.doctor_conflicting"), report.conflicting_prompts),
+        (msg("ui.doctor_empty"), report.empty_fields),
+        (msg("ui.doctor_whitespace"), report.whitespace),
     ]
     if report.lengths:
         lengths = report.lengths
-        rows.append(("token 长度 最小/中位/P95/最大" if zh else "Token length min / median / p95 / max",
-                     f"{lengths.min} / {lengths.median:g} / {lengths.p95} / {lengths.max}"))
-        rows.append((f"超过截断长度 {config.cutoff_len}（将被截断）" if zh
-                     else f"Longer than cutoff_len {config.cutoff_len} (will be truncated)", report.over_cutoff))
-    dedupe_note = (f"去重{'开' if config.dedupe else '关'}：去掉 {removed} 条" if zh
-                   else f"dedupe {'on' if config.dedupe else 'off'}: {removed} removed")
-    rows.append(("训练 / 验证" if zh else "Train / validation", f"{len(train)} / {len(val)} ({dedupe_note})"))
-    table = [f"| {k} | {v} |" for k, v in rows]
+        rows.append((msg("ui.doctor_lengths"), f"{lengths.min} / {lengths.median:g} / {lengths.p95} / {lengths.max}"))
+        rows.append((msg("ui.doctor_over_cutoff", key=Setting.cutoff_len, cutoff=config.cutoff_len),
+                     report.over_cutoff))
+    dedupe = msg("ui.dedupe_on" if config.dedupe else "ui.dedupe_off", removed=chosen.removed)
+    rows.append((msg("ui.doctor_split"), text("ui.doctor_split_value", lang, train=len(chosen.train),
+                                              val=len(chosen.val), dedupe=dedupe)))
+    table = [f"| {label.render(lang)} | {value} |" for label, value in rows]
     lines = [table[0], "|---|---|", *table[1:]]  # the record count heads the table
     for conflict in report.conflicts[:3]:
-        records_text = ", ".join(str(i + 1) for i in conflict.records[:6])
-        lines.append(f"\n- {'同问不同答' if zh else 'Conflict'}: 「{conflict.prompt[:40]}」 → "
-                     f"{conflict.answers} {'种回答' if zh else 'answers'} ({'记录' if zh else 'records'} {records_text})")
+        # the prompt is data: 「」 mark where it starts and ends
+        lines.append("\n- " + text("ui.doctor_conflict", lang, prompt=conflict.prompt[:40], answers=conflict.answers,
+                                    records=", ".join(str(i + 1) for i in conflict.records[:6])))
     return "\n".join(lines), histogram_rows(report, config.cutoff_len, lang)
-
-
-# the histogram's columns, which the plot shows as its axis and legend titles
-LENGTH, COUNT, FITS = "tokens · token 数", "records · 条数", "cutoff · 截断"
 
 
 def histogram_rows(report, cutoff_len: int, lang: str) -> list[dict]:
     """Bars of the length histogram, coloured by whether their examples fit in cutoff_len."""
     if not report.lengths:
         return []
-    zh = lang == "zh"
-    within, partly, over = (("不截断", "部分截断", "截断") if zh else ("fits", "partly truncated", "truncated"))
+    within, partly, over = (text(key, lang) for key in FIT_COLORS)
     rows = []
     width = len(str(report.lengths.histogram[-1][0]))
     for start, end, count in report.lengths.histogram:
@@ -111,12 +115,13 @@ def histogram_rows(report, cutoff_len: int, lang: str) -> list[dict]:
     return rows
 
 
-def token_segments(record, renderer, cutoff_len: int) -> tuple[list[tuple[str, str | None]], dict]:
+def token_segments(record, renderer, cutoff_len: int, lang: str) -> tuple[list[tuple[str, str | None]], dict]:
     """The record as trained: text pieces tagged trained / end token / prompt, and a few counts.
 
     Byte-level tokenizers split a Chinese character over several tokens; pieces are grown until they
     decode to whole characters so the page never shows broken bytes.
     """
+    trained_label, end_label = (text(key, lang) for key in TOKEN_COLORS)
     example = renderer.encode_example(record.messages, cutoff_len)
     tokenizer = renderer.tokenizer
     end_ids = set(renderer.end_of_turn_ids)
@@ -124,14 +129,14 @@ def token_segments(record, renderer, cutoff_len: int) -> tuple[list[tuple[str, s
     for token_id, label in zip(example.input_ids, example.labels):
         pending.append(token_id)
         pending_labels.append(label)
-        text = tokenizer.decode(pending, skip_special_tokens=False, clean_up_tokenization_spaces=False)
-        if text.endswith("\ufffd") and len(pending) < 4:
+        piece = tokenizer.decode(pending, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        if piece.endswith("\ufffd") and len(pending) < 4:
             continue
         trained = any(label != IGNORE_INDEX for label in pending_labels)
-        category = (END if trained and pending[-1] in end_ids else TRAINED) if trained else None
-        if category == END:
-            text = f"{text}⟂"
-        segments.append((text.replace("\n", "↵\n"), category))
+        category = (end_label if trained and pending[-1] in end_ids else trained_label) if trained else None
+        if category == end_label:
+            piece = f"{piece}⟂"
+        segments.append((piece.replace("\n", "↵\n"), category))
         pending, pending_labels = [], []
     counts = {"tokens": len(example.input_ids), "trained": example.trained_tokens,
               "truncated": example.truncated}
@@ -140,20 +145,17 @@ def token_segments(record, renderer, cutoff_len: int) -> tuple[list[tuple[str, s
 
 def pick(records: list, number) -> object:
     if not records:
-        raise DataError("the dataset is empty", "data_files", "Load a dataset with at least one record.")
+        raise DataError(msg("ui.dataset_empty"), Setting.data_files, msg("ui.dataset_empty_fix"))
     number = int(number or 1)
     if not 1 <= number <= len(records):
-        raise DataError(f"there is no record {number}", "inspector",
-                        f"Pick a number from 1 to {len(records)}.")
+        raise DataError(msg("ui.no_record", number=number), msg("ui.where_inspector"),
+                        msg("ui.no_record_fix", count=len(records)))
     return records[number - 1]
 
 
 def inspector_summary(counts: dict, lang: str) -> str:
-    if lang == "zh":
-        return (f"共 {counts['tokens']} 个 token，其中 {counts['trained']} 个参与训练"
-                + ("；**已截断**" if counts["truncated"] else "") + "。")
-    return (f"{counts['tokens']} tokens, {counts['trained']} trained"
-            + ("; **truncated** at cutoff_len" if counts["truncated"] else "") + ".")
+    key = "ui.inspector_truncated" if counts["truncated"] else "ui.inspector_summary"
+    return text(key, lang, tokens=counts["tokens"], trained=counts["trained"], key=Setting.cutoff_len)
 
 
 def keep_upload(source: Path, folder: Path) -> Path:

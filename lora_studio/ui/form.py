@@ -1,116 +1,112 @@
-"""Settings widgets generated from RunConfig's field metadata, and the conversions both ways.
+"""Settings widgets generated from a settings dataclass's field metadata (RunConfig, SamplingConfig).
 
-Each tab renders the fields of its groups (the model tab the model group, the data tab the data
-group, the parameters tab the rest); together they form one `ConfigForm` whose widget keys are the
-RunConfig field names. Handlers that need the settings take `form.inputs()` as their inputs and call
-`form.to_config(values)`; presets come back to the page through `form.to_values(config)`.
+The metadata says everything a widget needs: choices become a dropdown, `suggestions` (or
+`widget: dropdown`) one that takes any typed value, `widget: slider` a slider, other numbers a
+number box with the field's bounds and `step`, booleans a checkbox, `lines` a multi-line box; values
+go through `settings.widget_text` / `from_widget_text` both ways. Nothing here names a setting.
+
+Each tab renders the fields of its groups; together they form one `SettingsForm` whose widget keys
+are the field names. Handlers take the settings by name, wired with
+`inputs_kwargs=form.widgets_by_name()`, so the API's parameters are the fields' names
+(`learning_rate=...`), and call `form.to_config(settings)`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, Callable, Mapping
 
-from ..config import RunConfig, fields_by_name, from_dict
-
-# Free-text fields that get a multi-line box.
-MULTILINE = {"system_prompt": 3, "data_files": 2}
-
-
-def widget_value(name: str, value):
-    """A RunConfig value as its widget shows it."""
-    if name == "data_files":
-        return "\n".join(value)
-    if name == "target_modules":
-        return value if isinstance(value, str) else ", ".join(value)
-    if name == "gradient_checkpointing":
-        return str(value).lower()
-    return value
+from ..config import RunConfig, from_dict
+from ..i18n import msg
+from ..settings import default_of, fields_of, from_widget_text, widget_text
 
 
-def config_value(name: str, value):
-    """A widget's value as RunConfig expects it (validation happens in `from_dict`)."""
-    if name == "data_files":
-        return [line.strip() for line in str(value or "").splitlines() if line.strip()]
-    if name == "gradient_checkpointing":
-        return {"true": True, "false": False}.get(str(value).lower(), value)
-    if name == "target_modules":
-        return str(value or "").strip()
-    spec = fields_by_name()[name]
-    default = spec.default if spec.default is not dataclasses.MISSING else None
-    if isinstance(default, int) and not isinstance(default, bool) and isinstance(value, float):
-        return int(value) if value == int(value) else value  # gr.Number may hand back 8.0
-    return value
+def is_compact(spec: dataclasses.Field) -> bool:
+    """A number or an on/off switch: a narrow widget (the data tab puts these in a side column)."""
+    return isinstance(default_of(spec), (bool, int, float)) and spec.metadata.get("choices") is None
 
 
-class ConfigForm:
-    """The settings widgets of the whole studio, keyed by RunConfig field name, in field order."""
+def step_of(spec: dataclasses.Field) -> float:
+    """Arrow-key increment of a number widget (typing any value within bounds still works)."""
+    meta, default = spec.metadata, default_of(spec)
+    if meta.get("step") is not None:
+        return meta["step"]
+    if isinstance(default, int):
+        return 1
+    maximum = meta.get("max")
+    return 0.01 if maximum is not None and maximum <= 1 else 0.1
 
-    def __init__(self, i18n):
-        self.i18n = i18n
+
+def make_widget(spec: dataclasses.Field, value: Any, labels, elem_id: str):
+    """One field's widget in the current Blocks context."""
+    import gradio as gr
+
+    meta, default = spec.metadata, default_of(spec)
+    shown = widget_text(spec, value)
+    common = {"label": labels(f"field.{spec.name}"), "info": labels(f"help.{spec.name}"), "elem_id": elem_id,
+              "value": shown}
+    if meta.get("suggestions") is not None or meta.get("widget") == "dropdown":
+        choices = list(meta.get("suggestions") or ())
+        return gr.Dropdown(choices=choices if shown in choices else [shown, *choices], allow_custom_value=True,
+                           **common)
+    if meta.get("choices") is not None:
+        return gr.Dropdown(choices=[widget_text(spec, choice) for choice in meta["choices"]], **common)
+    if isinstance(default, bool):
+        return gr.Checkbox(**common)
+    if isinstance(default, (int, float)):
+        bounds = {"minimum": meta.get("min"), "maximum": meta.get("max"), "step": step_of(spec)}
+        if meta.get("widget") == "slider":
+            return gr.Slider(**bounds, **common)
+        return gr.Number(precision=0 if isinstance(default, int) else None, **bounds, **common)
+    lines = meta.get("lines", 1)
+    return gr.Textbox(lines=lines, max_lines=max(lines, 8), **common)
+
+
+class SettingsForm:
+    """The widgets of one settings dataclass, keyed by field name, in field order."""
+
+    def __init__(self, labels, cls=RunConfig, build: Callable = from_dict, prefix: str = "field"):
+        self.labels, self.cls, self.build, self.prefix = labels, cls, build, prefix
+        self.specs = fields_of(cls)
         self.widgets: dict = {}
 
-    def render(self, names: list[str], config: RunConfig | None = None):
+    def render(self, names, values=None) -> list:
         """Create widgets for these fields in the current Blocks context; returns them in order."""
-        config = config or RunConfig()
-        return [self._make(name, getattr(config, name)) for name in names]
+        values = values if values is not None else self.cls()
+        return [self._make(name, getattr(values, name)) for name in names]
 
-    def render_group(self, group: str, config: RunConfig | None = None, skip: tuple = ()):
-        names = [n for n, f in fields_by_name().items() if f.metadata["group"] == group and n not in skip]
-        return self.render(names, config)
+    def render_group(self, group: str, values=None) -> list:
+        """The widgets of every field in `group` (RunConfig's: `config.fields_in_group`)."""
+        return self.render([name for name, spec in self.specs.items() if spec.metadata["group"] == group], values)
 
     def _make(self, name: str, value):
-        import gradio as gr
-
-        spec = fields_by_name()[name]
-        meta = spec.metadata
-        common = {"label": self.i18n(f"field.{name}"), "info": self.i18n(f"help.{name}"),
-                  "elem_id": f"field-{name}", "value": widget_value(name, value)}
-        default = spec.default if spec.default is not dataclasses.MISSING else None
-        if name == "target_modules":
-            widget = gr.Dropdown(choices=["all-linear", "q_proj, v_proj",
-                                          "q_proj, k_proj, v_proj, o_proj",
-                                          "q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj"],
-                                 allow_custom_value=True, **common)
-        elif name == "model_name_or_path":
-            widget = gr.Dropdown(choices=[value], allow_custom_value=True, **common)
-        elif meta.get("choices") is not None:
-            widget = gr.Dropdown(choices=[widget_value(name, c) for c in meta["choices"]], **common)
-        elif isinstance(default, bool):
-            widget = gr.Checkbox(**common)
-        elif isinstance(default, (int, float)):
-            integer = isinstance(default, int)
-            widget = gr.Number(minimum=meta.get("min"), maximum=meta.get("max"),
-                               precision=0 if integer else None,
-                               step=1 if integer else _step(name, meta.get("max")), **common)
-        else:
-            lines = MULTILINE.get(name, 1)
-            widget = gr.Textbox(lines=lines, max_lines=max(lines, 8), **common)
+        widget = make_widget(self.specs[name], value, self.labels, f"{self.prefix}-{name}")
         self.widgets[name] = widget
         return widget
 
     # --- values ----------------------------------------------------------------------------------
     def names(self) -> list[str]:
-        """Field names that have widgets, in RunConfig order (the order of `inputs()`)."""
-        return [name for name in fields_by_name() if name in self.widgets]
+        """Field names that have widgets, in field order (the order of `inputs()`)."""
+        return [name for name in self.specs if name in self.widgets]
 
     def inputs(self) -> list:
         return [self.widgets[name] for name in self.names()]
 
-    def to_config(self, values) -> RunConfig:
-        settings = {name: config_value(name, value) for name, value in zip(self.names(), values)}
-        return from_dict(settings, where="the studio's settings")
+    def widgets_by_name(self) -> dict:
+        """{field name: widget}: what a handler taking **settings is wired with (inputs_kwargs)."""
+        return {name: self.widgets[name] for name in self.names()}
 
-    def to_values(self, config: RunConfig) -> list:
-        return [widget_value(name, getattr(config, name)) for name in self.names()]
+    def to_config(self, settings: Mapping[str, Any]):
+        """The settings a handler got by name, checked: a RunConfig (or SamplingConfig)."""
+        values = {name: from_widget_text(self.specs[name], value) for name, value in settings.items()
+                  if name in self.specs}
+        return self.build(values, where=msg("ui.where_settings"))
+
+    def to_values(self, config) -> list:
+        """Widget values for `inputs()`, in their order (what a handler returns to fill the form)."""
+        return [widget_text(self.specs[name], getattr(config, name)) for name in self.names()]
 
 
-def _step(name: str, maximum) -> float:
-    """Arrow-key increment of a float widget (typing any value within bounds still works)."""
-    if name == "learning_rate":
-        return 1e-5
-    return 0.01 if maximum is not None and maximum <= 1 else 0.1
-
-
-def values_for(config: RunConfig) -> list:
-    """Widget values of every RunConfig field in order: what an API client passes to /start_training."""
-    return [widget_value(name, getattr(config, name)) for name in fields_by_name()]
+def widget_values(config) -> dict[str, Any]:
+    """{field name: widget value} of every field: what an API client passes to /start_training."""
+    return {name: widget_text(spec, getattr(config, name)) for name, spec in fields_of(type(config)).items()}

@@ -1,8 +1,9 @@
 """The one `Studio` object every tab shares, and the guard that turns handler errors into messages.
 
-A studio owns the training slot (one job at a time), the chat engine (one base model in memory), the
-current download, and small caches of cheap things (tokenizers, loaded dataset files). It is created
-once in `app.build_app` and passed to each tab's builder; nothing here is module-level state.
+A studio owns what lives longer than a page: the workspace (passed in), the training slot (one job at
+a time), the chat engine (one base model in memory), the current download, the runs index (scanned
+once per poll) and the chat renderers it has built (tokenizers, no weights). `app.build_app` gets it
+and passes it to each tab's builder; nothing here is module-level state.
 """
 
 from __future__ import annotations
@@ -17,94 +18,119 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..chat import ChatEngine
-from ..config import RunConfig, workspace
-from ..errors import ConfigError, DataError, HubError, JobError, ModelError, StudioError
-from ..training import JobSlot
+from ..config import RunConfig
+from ..errors import StudioError, debugging, describe, error_kind
+from ..events import file_stamp, read_events
+from ..jobs import JobSlot
+from ..runs import RunInfo, RunsIndex
+from ..workspace import Workspace
+from .i18n import language_of, say
 
 log = logging.getLogger("lora_studio.ui")
 
 
 @dataclass
 class Studio:
+    workspace: Workspace
     lang: str | None = None                 # forced language, None to follow the browser
-    slot: JobSlot = field(default_factory=JobSlot)
-    chat: ChatEngine = field(default_factory=ChatEngine)
-    download: object | None = None          # the current hub.DownloadJob
-    share_note: tuple | None = None         # (i18n key, url): what the page says about --share
-    _renderers: dict = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    training: JobSlot = field(default_factory=JobSlot)
+    downloads: JobSlot = field(default_factory=JobSlot)  # one model download at a time
+    share_note: tuple | None = None         # (catalogue key, url): what the page says about --share
+    chat: ChatEngine = field(init=False)
+    runs: RunsIndex = field(init=False)
+    _renderers: dict = field(default_factory=dict, init=False, repr=False)
+    _events: dict = field(default_factory=dict, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _scanning: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def __post_init__(self):
+        self.chat = ChatEngine(self.workspace)
+        self.runs = RunsIndex(self.workspace)
 
     @property
-    def workspace(self) -> Path:
-        return workspace()
+    def download(self):
+        """The current (or last) hub.DownloadJob, None before the first."""
+        return self.downloads.job
+
+    def active_run(self) -> Path | None:
+        """The run folder the live training job is writing, if one is running."""
+        job = self.training.job
+        return job.run_dir if job is not None and job.is_active else None
+
+    def scan_runs(self) -> list[RunInfo]:
+        """Every run, newest first: one scan that a poll hands to everything it shows."""
+        with self._scanning:  # pages poll from several threads; the index's caches are not shared-safe
+            return self.runs.scan(self.active_run())
+
+    def run_events(self, run_dir: Path) -> list:
+        """A finished run's events, read again only when its events.jsonl changed."""
+        path = Path(run_dir) / "events.jsonl"
+        stamp = file_stamp(path)
+        with self._lock:
+            cached = self._events.get(path)
+            if cached is None or cached[0] != stamp:
+                self._events.clear()  # the page shows one run at a time
+                cached = self._events[path] = (stamp, read_events(path))
+            return cached[1]
 
     def renderer(self, config: RunConfig):
-        """The ChatRenderer (with its tokenizer) for the config's model; cached, loads no weights."""
+        """The ChatRenderer (with its tokenizer) for the config's model; built once, loads no weights."""
         from .. import models
-        from ..templates import ChatRenderer
 
-        path = models.resolve_model_path(config.model_name_or_path)
+        path = models.resolve_model_path(config.model_name_or_path, self.workspace)
         key = (str(path), config.template, config.trust_remote_code, config.system_prompt)
         with self._lock:
             if key not in self._renderers:
-                model_config = models.read_model_config(path)
-                tokenizer = models.load_tokenizer(path, config, model_config)
-                self._renderers[key] = ChatRenderer(tokenizer, config.template,
-                                                    model_config.get("model_type"), config.system_prompt)
+                self._renderers[key] = models.renderer_for(config, self.workspace)
             return self._renderers[key]
 
+    def guarded(self, fn):
+        """Wrap a handler (function or generator) so any error becomes a readable toast, no traceback.
 
-def user_message(exc: BaseException) -> str:
-    """What the user reads for an exception: the StudioError's message, or a short internal error."""
-    if isinstance(exc, StudioError):
-        return exc.message
-    first = (str(exc).strip().splitlines() or [""])[0]
-    return (f"Internal error: {type(exc).__name__}: {first}. The studio keeps running and nothing was "
-            "changed; the details are in the console where the studio was started.")
+        The toast is in the request's language: give the handler a `request: gr.Request` parameter.
+        """
+        def fail(exc: BaseException, args, kwargs):
+            request = next((a for a in (*args, *kwargs.values()) if _is_request(a)), None)
+            _raise_readable(exc, fn.__name__, language_of(request, self.lang))
+
+        if inspect.isgeneratorfunction(fn):
+            @functools.wraps(fn)
+            def generator(*args, **kwargs):
+                try:
+                    yield from fn(*args, **kwargs)
+                except Exception as exc:  # noqa: BLE001 - every failure must reach the user as a message
+                    fail(exc, args, kwargs)
+            return generator
+
+        @functools.wraps(fn)
+        def function(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001
+                fail(exc, args, kwargs)
+        return function
 
 
-def _raise_readable(exc: BaseException, name: str):
+def _is_request(value) -> bool:
+    import gradio as gr
+
+    return isinstance(value, gr.Request)
+
+
+def user_message(exc: BaseException, lang: str) -> str:
+    """What the user reads for an exception: a StudioError's message, or a short internal-error line."""
+    return describe(exc).render(lang)
+
+
+def _raise_readable(exc: BaseException, name: str, lang: str):
     import gradio as gr
 
     if isinstance(exc, gr.Error):
         raise exc
-    if not isinstance(exc, StudioError):
+    if debugging() or not isinstance(exc, StudioError):  # a bug of ours always; every error when asked
         log.error("handler %s failed:\n%s", name, traceback.format_exc())
-    # gr.Error renders its message as HTML: escape file names and record text
-    # Gradio 6.31's toast heads every error "Error" whatever the title: the heading goes first in the text
-    title = error_title(exc)
-    raise gr.Error(f"【{title}】 {html.escape(user_message(exc))}", duration=None, title=title,
-                   print_exception=False) from None
-
-
-ERROR_TITLES = {ConfigError: "设置有误 · Setting problem", DataError: "数据有问题 · Dataset problem",
-                ModelError: "模型问题 · Model problem", JobError: "训练任务 · Training job",
-                HubError: "下载失败 · Download failed"}
-
-
-def error_title(exc: BaseException) -> str:
-    """A bilingual heading for the message, by the kind of error (the message itself is English)."""
-    for kind, title in ERROR_TITLES.items():
-        if isinstance(exc, kind):
-            return title
-    return "出错了 · Error" if isinstance(exc, StudioError) else "内部错误 · Internal error"
-
-
-def guarded(fn):
-    """Wrap a handler (function or generator) so any error becomes a readable gr.Error, no traceback."""
-    if inspect.isgeneratorfunction(fn):
-        @functools.wraps(fn)
-        def generator(*args, **kwargs):
-            try:
-                yield from fn(*args, **kwargs)
-            except Exception as exc:  # noqa: BLE001 - every failure must reach the user as a message
-                _raise_readable(exc, fn.__name__)
-        return generator
-
-    @functools.wraps(fn)
-    def function(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001
-            _raise_readable(exc, fn.__name__)
-    return function
+    title = say(error_kind(exc), lang)
+    # gr.Error renders its message as HTML: escape file names and record text. Gradio 6.31's toast
+    # heads every error "Error" whatever the title, so the heading goes first in the text.
+    raise gr.Error(f"【{html.escape(title)}】 {html.escape(user_message(exc, lang))}", duration=None,
+                   title=title, print_exception=False) from None

@@ -1,7 +1,9 @@
 """对话 Chat tab: one message, two streaming answers side by side, base model and base + adapter.
 
 The studio's ChatEngine keeps one base model in memory for both panes; picking another adapter of
-the same base attaches it without reloading. Sampling settings and the seed are shared by both panes.
+the same base attaches it without reloading. The sampling widgets are generated from SamplingConfig's
+metadata and shared by both panes; the handler takes them by name and builds the SamplingConfig by
+keyword.
 """
 
 from __future__ import annotations
@@ -11,23 +13,28 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from ..chat import ZHEN_HUAN_SYSTEM_PROMPT, Sampling, resolve_adapter_dir, run_config_for
+from ..chat import ZHEN_HUAN_SYSTEM_PROMPT, resolve_adapter_dir, run_config_for
 from ..config import RunConfig
 from ..errors import ModelError
-from ..runs import adapter_dirs, list_runs
+from ..i18n import msg
+from ..models import DEMO_MODEL
+from ..runs import RunInfo, adapter_dirs
+from ..sampling import SamplingConfig, sampling_from_dict
+from .form import SettingsForm
 from .i18n import language_of, say
-from .state import Studio, guarded
+from .state import Studio
 
-PROBES = ["你是谁？", "你好", "你的父亲是谁？", "皇上最近可好？", "Who are you?"]
+# data, not our words: questions the Zhen Huan sample answers, and one in another language
+PROBES = ("你是谁？", "你好", "你的父亲是谁？", "皇上最近可好？", "Who are you?")
 
 
-def adapter_choices() -> list[tuple[str, str]]:
+def adapter_choices(runs: list[RunInfo], lang: str) -> list[tuple[str, str]]:
     """(label, folder) of every adapter and checkpoint in the workspace, newest run first."""
     choices = []
-    for run in list_runs():
+    for run in runs:
         for folder in adapter_dirs(run.path):
             label = run.name if folder.name == "adapter" else f"{run.name} / {folder.name}"
-            choices.append((f"{label} · {run.status}", str(folder)))
+            choices.append((f"{label} · {say(f'status.{run.status}', lang)}", str(folder)))
     return choices
 
 
@@ -46,83 +53,75 @@ def flatten(history: list) -> list[dict]:
 def prepare(studio: Studio, adapter: str | None, model: str | None) -> bool:
     """Load the base model (once) and attach the adapter; False when chatting without one."""
     engine = studio.chat
+    model = (model or "").strip()
     if adapter:
         folder = resolve_adapter_dir(Path(adapter))
         config = run_config_for(folder)
-        if model and model.strip():
-            config = config.replace(model_name_or_path=model.strip())
-        engine.load_base(config)
+        engine.load_base(config.replace(model_name_or_path=model) if model else config)
         engine.set_adapter(folder)
         return True
-    engine.load_base(RunConfig(model_name_or_path=(model or "").strip() or "demo-tiny"))
+    engine.load_base(RunConfig(model_name_or_path=model or DEMO_MODEL))
     engine.set_adapter(None)
     return False
 
 
-def build(studio: Studio, i18n) -> SimpleNamespace:
+def build(studio: Studio, labels) -> SimpleNamespace:
     ui = SimpleNamespace()
     with gr.Row():
-        ui.adapter = gr.Dropdown([], label=i18n("chat.adapter"), scale=4, elem_id="chat-adapter",
+        ui.adapter = gr.Dropdown([], label=labels("ui.chat_adapter"), scale=4, elem_id="chat-adapter",
                                  allow_custom_value=True)
-        ui.model = gr.Textbox(label=i18n("chat.model"), scale=3)
-        ui.refresh = gr.Button(i18n("chat.refresh"), size="sm", scale=1)
-    ui.system = gr.Textbox(ZHEN_HUAN_SYSTEM_PROMPT, label=i18n("chat.system"), lines=1)
+        ui.model = gr.Textbox(label=labels("ui.chat_model"), scale=3)
+        ui.refresh = gr.Button(labels("ui.chat_refresh"), size="sm", scale=1)
+    ui.system = gr.Textbox(ZHEN_HUAN_SYSTEM_PROMPT, label=labels("ui.chat_system"), lines=1, elem_id="chat-system")
     with gr.Row():
-        ui.base = gr.Chatbot(label=i18n("chat.base"), height=360, elem_id="chat-base")
-        ui.tuned = gr.Chatbot(label=i18n("chat.tuned"), height=360, elem_id="chat-tuned")
+        ui.base = gr.Chatbot(label=labels("ui.chat_base"), height=360, elem_id="chat-base")
+        ui.tuned = gr.Chatbot(label=labels("ui.chat_tuned"), height=360, elem_id="chat-tuned")
     with gr.Row():
-        ui.message = gr.Textbox(label=i18n("chat.input"), placeholder=i18n("chat.placeholder"), scale=6,
+        ui.message = gr.Textbox(label=labels("ui.chat_input"), placeholder=labels("ui.chat_placeholder"), scale=6,
                                 elem_id="chat-input", show_label=False, container=False)
-        ui.send = gr.Button(i18n("chat.send"), variant="primary", scale=1, elem_id="chat-send")
-        ui.clear = gr.Button(i18n("chat.clear"), scale=1)
+        ui.send = gr.Button(labels("ui.chat_send"), variant="primary", scale=1, elem_id="chat-send")
+        ui.clear = gr.Button(labels("ui.chat_clear"), scale=1)
     with gr.Row():
-        ui.probes = [gr.Button(text, size="sm", elem_classes=["probe"]) for text in PROBES]
-    with gr.Accordion(i18n("chat.sampling"), open=False):
+        ui.probes = [gr.Button(probe, size="sm", elem_classes=["probe"]) for probe in PROBES]
+    ui.sampling = SettingsForm(labels, SamplingConfig, sampling_from_dict, prefix="sampling")
+    with gr.Accordion(labels("ui.chat_sampling"), open=False):
         with gr.Row():
-            defaults = Sampling()
-            ui.sampling = [
-                gr.Number(defaults.max_new_tokens, label=i18n("chat.max_new_tokens"), precision=0, minimum=1,
-                          maximum=4096),
-                gr.Slider(0, 2, defaults.temperature, step=0.05, label=i18n("chat.temperature")),
-                gr.Slider(0, 1, defaults.top_p, step=0.05, label=i18n("chat.top_p")),
-                gr.Number(defaults.top_k, label=i18n("chat.top_k"), precision=0, minimum=0, maximum=1000),
-                gr.Slider(1, 2, defaults.repetition_penalty, step=0.05, label=i18n("chat.repetition_penalty")),
-                gr.Number(defaults.seed, label=i18n("chat.seed"), precision=0, minimum=0),
-            ]
+            ui.sampling.render_group("sampling")
     return ui
 
 
 def wire(studio: Studio, ui: SimpleNamespace) -> None:
-    @guarded
-    def on_send_click(request: gr.Request, message, adapter, model, system, base_history, tuned_history,
-                      max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed):
+    @studio.guarded
+    def on_send_click(message, adapter, model, system, base_history, tuned_history, request: gr.Request,
+                      **sampling):
         message = (message or "").strip()
         if not message:
-            raise ModelError("the message is empty", "chat", "Type something, or click a probe prompt.")
+            raise ModelError(msg("ui.empty_message"), msg("ui.where_chat"), msg("ui.empty_message_fix"))
         if not prepare(studio, adapter, model):
-            gr.Warning(say("msg.no_adapter", language_of(request, studio.lang)))
-        sampling = Sampling(int(max_new_tokens or 1), float(temperature), float(top_p), int(top_k or 0),
-                            float(repetition_penalty), int(seed or 0))
+            gr.Warning(say("ui.no_adapter", language_of(request, studio.lang)))
+        settings = ui.sampling.to_config(sampling)
         # each pane continues its own conversation: the same questions, its own earlier answers
         turn = {"role": "user", "content": message}
         base = list(base_history or []) + [turn]
         tuned = list(tuned_history or []) + [turn]
-        for result in studio.chat.compare(flatten(tuned), system, sampling, base_messages=flatten(base)):
+        for result in studio.chat.compare(flatten(tuned), system, settings, base_messages=flatten(base)):
             yield ("", base + [{"role": "assistant", "content": result.base}],
                    tuned + [{"role": "assistant", "content": result.tuned}])
 
-    def on_refresh_click(current):
-        choices = adapter_choices()
+    def on_refresh_click(current, request: gr.Request):
+        choices = adapter_choices(studio.scan_runs(), language_of(request, studio.lang))
         values = [value for _, value in choices]
         return gr.update(choices=choices, value=current if current in values else (values[0] if values else None))
 
-    chat_inputs = [ui.message, ui.adapter, ui.model, ui.system, ui.base, ui.tuned, *ui.sampling]
+    chat_inputs = [ui.message, ui.adapter, ui.model, ui.system, ui.base, ui.tuned]
     chat_outputs = [ui.message, ui.base, ui.tuned]
-    ui.send.click(on_send_click, chat_inputs, chat_outputs, api_name="chat_compare")
-    ui.message.submit(on_send_click, chat_inputs, chat_outputs, api_visibility="private")
-    for button, text in zip(ui.probes, PROBES):
-        button.click(lambda t=text: t, None, ui.message, api_visibility="private").then(
-            on_send_click, chat_inputs, chat_outputs, api_visibility="private")
+    chat = dict(fn=on_send_click, inputs=chat_inputs, outputs=chat_outputs,
+                inputs_kwargs=ui.sampling.widgets_by_name())
+    ui.send.click(**chat, api_name="chat_compare")
+    ui.message.submit(**chat, api_visibility="private")
+    for button, probe in zip(ui.probes, PROBES):
+        button.click(lambda p=probe: p, None, ui.message, api_visibility="private").then(
+            **chat, api_visibility="private")
     ui.clear.click(lambda: ([], [], ""), None, [ui.base, ui.tuned, ui.message], api_name="chat_clear")
     ui.refresh.click(on_refresh_click, ui.adapter, ui.adapter, api_name="list_adapters")
     ui.on_refresh_click = on_refresh_click

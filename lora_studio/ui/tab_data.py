@@ -1,7 +1,8 @@
 """数据 Dataset tab: choose data (bundled sample, upload, path), page through it, run the doctor, inspect.
 
-Handlers read the settings widgets (`form.inputs()`), so what the doctor and the inspector show is
-exactly what a run started now would train on: same files, template, system prompt, cutoff and dedupe.
+Handlers take the settings by name (`form.widgets_by_name()`), so what the doctor and the inspector
+show is exactly what a run started now would train on: same files, template, system prompt, cutoff
+and dedupe.
 """
 
 from __future__ import annotations
@@ -11,51 +12,49 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from ..config import RunConfig
+from ..config import RunConfig, Setting, fields_in_group
 from . import dataset_view as view
-from .i18n import language_of
-from .state import Studio, guarded
+from .form import is_compact
+from .i18n import language_of, say
+from .state import Studio
 
-DATA_FIELDS = ["data_files", "data_format", "system_prompt", "cutoff_len", "val_size", "dedupe", "max_samples"]
 
-
-def build(studio: Studio, form, i18n, config: RunConfig) -> SimpleNamespace:
+def build(studio: Studio, form, labels, config: RunConfig) -> SimpleNamespace:
     ui = SimpleNamespace()
+    names = fields_in_group("data")
+    compact = [name for name in names if is_compact(form.specs[name])]
     with gr.Row():
         with gr.Column(scale=2):
-            form.render(DATA_FIELDS[:3], config)
+            form.render([name for name in names if name not in compact], config)
             with gr.Row():
-                ui.sample = gr.Button(i18n("data.sample"), size="sm")
-                ui.load = gr.Button(i18n("data.load"), variant="primary", size="sm", elem_id="data-load")
-            ui.upload = gr.File(label=i18n("data.upload"), file_count="multiple", file_types=[".json", ".jsonl"],
-                                height=120)
+                ui.sample = gr.Button(labels("ui.data_sample"), size="sm")
+                ui.load = gr.Button(labels("ui.data_load"), variant="primary", size="sm", elem_id="data-load")
+            ui.upload = gr.File(label=labels("ui.data_upload"), file_count="multiple",
+                                file_types=[".json", ".jsonl"], height=120)
         with gr.Column(scale=1):
-            form.render(DATA_FIELDS[3:], config)
+            form.render(compact, config)
     with gr.Row():
         with gr.Column(scale=3):
-            ui.table = gr.Dataframe(headers=["#", "system", "user", "assistant"], label=i18n("data.table"),
-                                    interactive=False, wrap=True, max_height=420, elem_id="data-table",
-                                    column_widths=["6%", "18%", "30%", "46%"])
+            ui.table = gr.Dataframe(label=labels("ui.data_table"), interactive=False, wrap=True, max_height=420,
+                                    elem_id="data-table", column_widths=["6%", "18%", "30%", "46%"])
             with gr.Row():
-                ui.prev = gr.Button(i18n("data.prev"), size="sm")
-                ui.page = gr.Number(1, label=i18n("data.page"), precision=0, minimum=1, show_label=False,
+                ui.prev = gr.Button(labels("ui.data_prev"), size="sm")
+                ui.page = gr.Number(1, label=labels("ui.data_page"), precision=0, minimum=1, show_label=False,
                                     container=False)
                 ui.pages = gr.Markdown("/ 1")
-                ui.next = gr.Button(i18n("data.next"), size="sm")
+                ui.next = gr.Button(labels("ui.data_next"), size="sm")
         with gr.Column(scale=2):
-            ui.doctor = gr.Markdown(label=i18n("data.doctor"), elem_id="data-doctor")
-            ui.histogram = gr.BarPlot(x=view.LENGTH, y=view.COUNT, color=view.FITS, label=i18n("data.histogram"),
+            ui.doctor = gr.Markdown(label=labels("ui.data_doctor"), elem_id="data-doctor")
+            ui.histogram = gr.BarPlot(x=view.LENGTH, y=view.COUNT, color=view.FITS, label=labels("ui.data_histogram"),
                                       elem_id="data-histogram", x_label_angle=-30,
-                                      color_map={"fits": "#6fbf73", "不截断": "#6fbf73",
-                                                 "partly truncated": "#e0b050", "部分截断": "#e0b050",
-                                                 "truncated": "#d9534f", "截断": "#d9534f"})
-    with gr.Accordion(i18n("data.inspector"), open=True):
+                                      color_map=view.color_map(view.FIT_COLORS))
+    with gr.Accordion(labels("ui.data_inspector"), open=True):
         with gr.Row():
-            ui.record = gr.Number(1, label=i18n("data.record"), precision=0, minimum=1, scale=1)
-            ui.inspect = gr.Button(i18n("data.inspect"), size="sm", scale=0, elem_id="data-inspect")
+            ui.record = gr.Number(1, label=labels("ui.data_record"), precision=0, minimum=1, scale=1)
+            ui.inspect = gr.Button(labels("ui.data_inspect"), size="sm", scale=0, elem_id="data-inspect")
             ui.summary = gr.Markdown(elem_id="inspector-summary")
-        ui.tokens = gr.HighlightedText(label=i18n("data.tokens"), color_map=view.COLORS, show_legend=True,
-                                       combine_adjacent=False, show_inline_category=False,
+        ui.tokens = gr.HighlightedText(label=labels("ui.data_tokens"), show_legend=True, combine_adjacent=False,
+                                       show_inline_category=False,
                                        elem_id="inspector-tokens")
     return ui
 
@@ -63,61 +62,75 @@ def build(studio: Studio, form, i18n, config: RunConfig) -> SimpleNamespace:
 def wire(studio: Studio, ui: SimpleNamespace, form) -> None:
     import pandas as pd
 
-    settings = form.inputs()
-    data_files = form.widgets["data_files"]
+    settings = form.widgets_by_name()
+    guarded = studio.guarded
+
+    def records_table(records, page: int, lang: str):
+        return pd.DataFrame(view.page_rows(records, page, lang), columns=view.table_headers(lang))
 
     @guarded
-    def on_load_click(request: gr.Request, *values):
+    def on_load_click(request: gr.Request, **values):
         config = form.to_config(values)
+        lang = language_of(request, studio.lang)
         records = view.load(config)
-        renderer = studio.renderer(config)
-        markdown, bars = view.doctor(records, config, renderer, language_of(request, studio.lang))
+        markdown, bars = view.doctor(records, config, studio.renderer(config), lang)
         frame = pd.DataFrame(bars, columns=[view.LENGTH, view.COUNT, view.FITS])
         # a plain frame: Gradio 6.31 ignores a second update that also sets `sort` (the bins are
         # labelled so that their alphabetical order is their numeric one)
-        return view.page_rows(records, 1), 1, f"/ {view.page_count(records)}", markdown, frame
+        return records_table(records, 1, lang), 1, f"/ {view.page_count(records)}", markdown, frame
 
     @guarded
-    def on_page_change(page, *values):
+    def on_page_change(page, request: gr.Request, **values):
         records = view.load(form.to_config(values))
         page = min(max(1, int(page or 1)), view.page_count(records))
-        return view.page_rows(records, page), page, f"/ {view.page_count(records)}"
+        return records_table(records, page, language_of(request, studio.lang)), page, f"/ {view.page_count(records)}"
 
     @guarded
-    def on_inspect_click(request: gr.Request, number, *values):
+    def on_inspect_click(record, request: gr.Request, **values):
         config = form.to_config(values)
-        record = view.pick(view.load(config), number)
-        segments, counts = view.token_segments(record, studio.renderer(config), config.cutoff_len)
-        return segments, view.inspector_summary(counts, language_of(request, studio.lang))
+        lang = language_of(request, studio.lang)
+        chosen = view.pick(view.load(config), record)
+        segments, counts = view.token_segments(chosen, studio.renderer(config), config.cutoff_len, lang)
+        return segments, view.inspector_summary(counts, lang)
+
+    def on_page_load(request: gr.Request):
+        """The plot's titles and the inspector's legend, in the reader's language."""
+        lang = language_of(request, studio.lang)
+        # the legend lists every entry of its colour map: the reader's language only
+        return (gr.BarPlot(x_title=say("ui.hist_tokens", lang), y_title=say("ui.hist_records", lang),
+                           color_title=say("ui.hist_cutoff", lang)),
+                gr.HighlightedText(color_map=view.color_map(view.TOKEN_COLORS, (lang,))))
 
     def on_sample_click():
         return view.sample_path()
 
     @guarded
-    def on_upload_upload(files):
-        target = studio.workspace / "data"
+    def on_upload_upload(files, request: gr.Request):
         saved = []
         for file in files or []:
             # the run config must not point at Gradio's temporary copy
-            saved.append(str(view.keep_upload(Path(file if isinstance(file, str) else file.name), target)))
+            source = Path(file if isinstance(file, str) else file.name)
+            saved.append(str(view.keep_upload(source, studio.workspace.data)))
         return "\n".join(saved) if saved else gr.update()
 
-    loaded = ui.load.click(on_load_click, settings, [ui.table, ui.page, ui.pages, ui.doctor, ui.histogram],
-                           api_name="load_dataset")
-    loaded.then(on_inspect_click, [ui.record, *settings], [ui.tokens, ui.summary], api_visibility="private")
-    ui.inspect.click(on_inspect_click, [ui.record, *settings], [ui.tokens, ui.summary], api_name="inspect_record")
-    ui.record.submit(on_inspect_click, [ui.record, *settings], [ui.tokens, ui.summary], api_visibility="private")
-    ui.page.submit(on_page_change, [ui.page, *settings], [ui.table, ui.page, ui.pages], api_name="dataset_page")
-    ui.prev.click(lambda p: max(1, int(p or 1) - 1), ui.page, ui.page, api_visibility="private").then(
-        on_page_change, [ui.page, *settings], [ui.table, ui.page, ui.pages], api_visibility="private")
-    ui.next.click(lambda p: int(p or 1) + 1, ui.page, ui.page, api_visibility="private").then(
-        on_page_change, [ui.page, *settings], [ui.table, ui.page, ui.pages], api_visibility="private")
-    ui.sample.click(on_sample_click, None, data_files, api_visibility="private").then(
-        on_load_click, settings, [ui.table, ui.page, ui.pages, ui.doctor, ui.histogram],
-        api_visibility="private")
-    ui.upload.upload(on_upload_upload, ui.upload, data_files, api_visibility="private").then(
-        on_load_click, settings, [ui.table, ui.page, ui.pages, ui.doctor, ui.histogram],
-        api_visibility="private")
+    loaded_outputs = [ui.table, ui.page, ui.pages, ui.doctor, ui.histogram]
+    inspected = [ui.tokens, ui.summary]
+    paged = [ui.table, ui.page, ui.pages]
+    private = {"api_visibility": "private"}
+    loaded = ui.load.click(on_load_click, None, loaded_outputs, inputs_kwargs=settings, api_name="load_dataset")
+    loaded.then(on_inspect_click, ui.record, inspected, inputs_kwargs=settings, **private)
+    ui.inspect.click(on_inspect_click, ui.record, inspected, inputs_kwargs=settings, api_name="inspect_record")
+    ui.record.submit(on_inspect_click, ui.record, inspected, inputs_kwargs=settings, **private)
+    ui.page.submit(on_page_change, ui.page, paged, inputs_kwargs=settings, api_name="dataset_page")
+    for button, move in ((ui.prev, -1), (ui.next, 1)):
+        button.click(lambda p, move=move: max(1, int(p or 1) + move), ui.page, ui.page, **private).then(
+            on_page_change, ui.page, paged, inputs_kwargs=settings, **private)
+    data_files = form.widgets[Setting.data_files]
+    ui.sample.click(on_sample_click, None, data_files, **private).then(
+        on_load_click, None, loaded_outputs, inputs_kwargs=settings, **private)
+    ui.upload.upload(on_upload_upload, ui.upload, data_files, **private).then(
+        on_load_click, None, loaded_outputs, inputs_kwargs=settings, **private)
     ui.on_load_click = on_load_click
     ui.on_records_load = on_page_change  # the table alone needs no tokenizer: the page opens with it
     ui.on_inspect_click = on_inspect_click
+    ui.on_page_load = on_page_load

@@ -1,4 +1,8 @@
-"""模型 Model tab: pick a model (catalog, workspace, custom id or path), download it, read its facts."""
+"""模型 Model tab: pick a model (catalog, workspace, custom id or path), download it, read its facts.
+
+Everything here is worded per request, in the reader's language: the facts table, the catalog and
+workspace tables (Gradio does not translate table headers), the model choices and the download line.
+"""
 
 from __future__ import annotations
 
@@ -10,69 +14,77 @@ from types import SimpleNamespace
 import gradio as gr
 
 from ..catalog import find_entry, load_catalog
+from ..config import Setting, fields_in_group
 from ..errors import ModelError
 from ..hub_local import format_bytes, list_local_models
+from ..i18n import msg, text
 from ..models import DEMO_MODEL, hub_folder_name
-from .state import Studio, guarded
+from ..workspace import Workspace
+from .i18n import clock, language_of
+from .state import Studio
 
-MODEL_FIELDS = ["model_name_or_path", "model_source", "model_revision", "dtype", "trust_remote_code"]
+# the settings a download takes, by name: the model's id, where from, which revision
+DOWNLOAD_SETTINGS = (Setting.model_name_or_path, Setting.model_source, Setting.model_revision)
+FACT_SETTINGS = (Setting.model_name_or_path, Setting.trust_remote_code)
+LOCAL_COLUMNS = ("ui.col_name", "ui.col_size", "ui.col_complete", "ui.col_folder")
+CATALOG_COLUMNS = ("ui.col_model", "ui.col_id", "ui.col_params", "ui.col_download_gb", "ui.col_train_gb",
+                   "ui.col_remote_code", "ui.col_licence")
 
 
-def model_choices() -> list[tuple[str, str]]:
+def model_choices(workspace: Workspace, lang: str) -> list[tuple[str, str]]:
     """(label, value) pairs: the demo, the catalog, and whatever else is in the workspace."""
-    choices = [("demo-tiny · built-in demo (offline) · 内置演示模型", DEMO_MODEL)]
-    catalog = load_catalog()
-    for entry in catalog:
+    choices = [(text("ui.demo_name", lang, name=DEMO_MODEL), DEMO_MODEL)]
+    for entry in load_catalog():
         hub_id = entry.modelscope_id or entry.huggingface_id
         if hub_id:
             choices.append((f"{entry.name} · {entry.parameters_label} · {hub_id}", hub_id))
     known = {value for _, value in choices}
-    for local in list_local_models():
+    for local in list_local_models(workspace):
         if local.name not in known and local.name != DEMO_MODEL:
-            choices.append((f"{local.name} · {format_bytes(local.size)} · workspace", local.name))
+            choices.append((text("ui.choice_local", lang, name=local.name, size=format_bytes(local.size)),
+                            local.name))
     return choices
 
 
-def model_facts(name: str, trust_remote_code: bool) -> str:
+def model_facts(name: str, trust_remote_code: bool, workspace: Workspace, lang: str) -> str:
     """Markdown facts about a model, from the catalog and its config.json when it is on disk."""
     name = (name or DEMO_MODEL).strip()
     entry = find_entry(name)
-    config, folder = _local_config(name)
-    rows = [("model", name)]
+    config, folder = _local_config(name, workspace)
+    rows = [("ui.fact_model", name)]
     if entry:
-        rows += [("parameters", entry.parameters_label), ("download", f"{entry.download_size_gb:g} GB"),
-                 ("memory to train (bf16, LoRA, Zhen Huan preset)", f"≈ {entry.train_memory_gb_bf16:g} GB"),
-                 ("template", entry.template), ("licence", entry.licence)]
+        rows += [("ui.fact_parameters", entry.parameters_label),
+                 ("ui.fact_download", f"{entry.download_size_gb:g} GB"),
+                 ("ui.fact_train_memory", f"≈ {entry.train_memory_gb_bf16:g} GB"),
+                 ("ui.fact_template", entry.template), ("ui.fact_licence", entry.licence_text(lang))]
     if config is not None:
-        rows += [("on disk", str(folder)), ("architecture", config.get("model_type", "?")),
-                 ("dtype", str(config.get("torch_dtype") or config.get("dtype") or "?")),
-                 ("layers × hidden", f"{config.get('num_hidden_layers', '?')} × {config.get('hidden_size', '?')}"),
-                 ("vocabulary", str(config.get("vocab_size", "?")))]
+        rows += [("ui.fact_on_disk", str(folder)), ("ui.fact_architecture", config.get("model_type", "?")),
+                 ("ui.fact_dtype", _weights_dtype(config)),
+                 ("ui.fact_layers", f"{config.get('num_hidden_layers', '?')} × {config.get('hidden_size', '?')}"),
+                 ("ui.fact_vocabulary", str(config.get("vocab_size", "?")))]
     else:
-        rows.append(("on disk", "not downloaded yet · 尚未下载" if name != DEMO_MODEL
-                     else "built on first use (about a minute) · 首次使用时自动构建"))
-    table = [f"| {k} | {html.escape(str(v))} |" for k, v in rows]
+        rows.append(("ui.fact_on_disk", text("ui.demo_on_first_use" if name == DEMO_MODEL else "ui.not_downloaded",
+                                             lang)))
+    table = [f"| {text(key, lang)} | {html.escape(str(value))} |" for key, value in rows]
     lines = [table[0], "|---|---|", *table[1:]]  # the model's name heads the table
-    remote = (entry.needs_remote_code if entry else False) or bool(config and config.get("auto_map"))
-    if remote:
-        lines.append("\n⚠️ **This model ships its own Python code** (remote code). "
-                     + ("trust_remote_code is ON: that code will run on this machine."
-                        if trust_remote_code else "LoRA Studio loads it without that code where it can; "
-                        "enable trust_remote_code only for authors you trust.")
-                     + " · 此模型自带 Python 代码，仅在信任作者时开启“信任远程代码”。")
+    if (entry.needs_remote_code if entry else False) or bool(config and config.get("auto_map")):
+        key = "ui.remote_code_on" if trust_remote_code else "ui.remote_code_off"
+        lines.append("\n⚠️ " + text(key, lang, key=Setting.trust_remote_code))
     if entry:
-        lines.append(f"\n{entry.notes_en}\n\n{entry.notes_zh}")
+        lines.append("\n" + entry.notes(lang))
     if not entry and config is None and name != DEMO_MODEL:
-        lines.append("\nNot in the catalog and not found locally: give a hub id (owner/name) and press Download, "
-                     "or a folder that holds config.json. · 不在目录中且本地没有：填写模型库 ID 后点击下载，或填写本地文件夹。")
+        lines.append("\n" + text("ui.model_unknown", lang))
     return "\n".join(lines)
 
 
-def _local_config(name: str) -> tuple[dict | None, Path | None]:
-    from ..config import workspace
+def _weights_dtype(config: dict) -> str:
+    # transformers 4 wrote torch_dtype; transformers 5 writes the name our setting has (it is spelled
+    # the way transformers spells it)
+    return str(config.get("torch_dtype") or config.get(Setting.dtype) or "?")
 
-    candidates = [Path(name).expanduser(), workspace() / "models" / name,
-                  workspace() / "models" / hub_folder_name(name)]
+
+def _local_config(name: str, workspace: Workspace) -> tuple[dict | None, Path | None]:
+    candidates = [Path(name).expanduser(), workspace.models / name, workspace.models / hub_folder_name(name)]
     for folder in candidates:
         try:
             if (folder / "config.json").is_file():
@@ -82,18 +94,27 @@ def _local_config(name: str) -> tuple[dict | None, Path | None]:
     return None, None
 
 
-def local_models_table() -> list[list]:
-    return [[m.name, format_bytes(m.size), "✓" if m.complete else "✗ " + "; ".join(m.missing), str(m.path)]
-            for m in list_local_models()]
+def _frame(keys: tuple, rows: list[list], lang: str):
+    """A table with its headers in `lang` (Gradio does not translate headers itself)."""
+    import pandas as pd
+
+    return pd.DataFrame(rows, columns=[text(key, lang) for key in keys])
 
 
-def catalog_table() -> list[list]:
-    return [[e.name, e.modelscope_id or e.key, e.parameters_label, f"{e.download_size_gb:g}",
-             f"{e.train_memory_gb_bf16:g}", "⚠️" if e.needs_remote_code else "", e.licence]
-            for e in load_catalog()]
+def local_models_table(workspace: Workspace, lang: str):
+    rows = [[m.name, format_bytes(m.size), "✓" if m.complete else "✗ " + m.missing_text(lang), str(m.path)]
+            for m in list_local_models(workspace)]
+    return _frame(LOCAL_COLUMNS, rows, lang)
 
 
-def download_html(job) -> str:
+def catalog_table(lang: str):
+    return _frame(CATALOG_COLUMNS, [[e.name, e.modelscope_id or e.key, e.parameters_label,
+                                     f"{e.download_size_gb:g}", f"{e.train_memory_gb_bf16:g}",
+                                     "⚠️" if e.needs_remote_code else "", e.licence_text(lang)]
+                                    for e in load_catalog()], lang)
+
+
+def download_html(job, lang: str) -> str:
     """A progress bar with speed and ETA for the studio's download job."""
     from ..events import DownloadProgress, Failed, Finished, Log
 
@@ -103,104 +124,102 @@ def download_html(job) -> str:
     end = job.events.last(Finished) or job.events.last(Failed)
     done, total = (progress.bytes_done, progress.bytes_total) if progress else (0, 0)
     percent = 100 * done / total if total else 0
-    parts = [f"<b>{html.escape(job.model_id)}</b> · {job.state}",
+    parts = [f"<b>{html.escape(job.model_id)}</b> · {text(f'status.{job.state}', lang)}",
              f"{format_bytes(done)} / {format_bytes(total)}" if total else ""]
     if progress and job.state == "running":
         parts.append(f"{format_bytes(progress.speed)}/s")
         if progress.eta is not None:
-            parts.append(f"ETA {_duration(progress.eta)}")
+            parts.append(text("ui.eta_in", lang, time=clock(progress.eta)))
         if progress.current_file:
             parts.append(html.escape(progress.current_file))
     message = ""
     if isinstance(end, Failed):
-        message = f"<div class='studio-error'>{html.escape(end.message)}</div>"
+        message = f"<div class='studio-error'>{html.escape(end.text.render(lang))}</div>"
     elif (last := job.events.last(Log)) is not None:
-        message = f"<div>{html.escape(last.message)}</div>"
+        message = f"<div>{html.escape(last.text.render(lang))}</div>"
     return (f"<div class='studio-progress'><progress max='100' value='{percent:.1f}'></progress> "
             f"{percent:.0f}%</div><div>{' · '.join(p for p in parts if p)}</div>{message}")
 
 
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 \
-        else f"{seconds // 60}:{seconds % 60:02d}"
-
-
-def build(studio: Studio, form, i18n) -> SimpleNamespace:
+def build(studio: Studio, form, labels) -> SimpleNamespace:
     ui = SimpleNamespace()
     with gr.Row():
         with gr.Column(scale=3):
-            fields = form.render(MODEL_FIELDS)
-            ui.name = form.widgets["model_name_or_path"]
+            form.render(fields_in_group("model"))
+            ui.name = form.widgets[Setting.model_name_or_path]
             with gr.Row():
-                ui.download = gr.Button(i18n("model.download"), variant="primary", size="sm")
-                ui.cancel = gr.Button(i18n("model.cancel"), size="sm")
-                ui.refresh = gr.Button(i18n("model.refresh"), size="sm")
+                ui.download = gr.Button(labels("ui.model_download"), variant="primary", size="sm")
+                ui.cancel = gr.Button(labels("ui.model_cancel"), size="sm")
+                ui.refresh = gr.Button(labels("ui.model_refresh"), size="sm")
             ui.progress = gr.HTML(elem_id="download-progress")
         with gr.Column(scale=2):
-            ui.facts = gr.Markdown(model_facts(DEMO_MODEL, False), label=i18n("model.facts"),
-                                   elem_id="model-facts")
-    del fields
-    ui.local = gr.Dataframe(headers=["name", "size", "complete", "folder"], label=i18n("model.local"),
-                            interactive=False, wrap=True)
-    ui.catalog = gr.Dataframe(catalog_table(), headers=["model", "id", "params", "download GB",
-                                                         "train GB", "remote code", "licence"],
-                              label=i18n("model.catalog"), interactive=False, wrap=True,
+            ui.facts = gr.Markdown(label=labels("ui.model_facts"), elem_id="model-facts")
+    ui.local = gr.Dataframe(label=labels("ui.model_local"), interactive=False, wrap=True, elem_id="local-models")
+    ui.catalog = gr.Dataframe(label=labels("ui.model_catalog"), interactive=False, wrap=True, elem_id="catalog",
                               column_widths=["19%", "22%", "7%", "9%", "8%", "9%", "26%"])
     ui.timer = gr.Timer(1.0, active=False)
     return ui
 
 
 def wire(studio: Studio, ui: SimpleNamespace, form) -> None:
-    trust = form.widgets["trust_remote_code"]
-    source, revision = form.widgets["model_source"], form.widgets["model_revision"]
+    guarded = studio.guarded
+    facts_inputs = {name: form.widgets[name] for name in FACT_SETTINGS}
+    download_inputs = {name: form.widgets[name] for name in DOWNLOAD_SETTINGS}
+
+    def facts(settings: dict, lang: str) -> str:
+        return model_facts(settings[Setting.model_name_or_path], settings[Setting.trust_remote_code],
+                           studio.workspace, lang)
 
     @guarded
-    def on_name_change(name, trust_remote_code):
-        return model_facts(name, trust_remote_code)
+    def on_name_change(request: gr.Request, **settings):
+        return facts(settings, language_of(request, studio.lang))
 
     @guarded
-    def on_refresh_click(name):
-        return gr.update(choices=model_choices(), value=name), local_models_table()
+    def on_refresh_click(name, request: gr.Request):
+        lang = language_of(request, studio.lang)
+        return gr.update(choices=model_choices(studio.workspace, lang), value=name), \
+            local_models_table(studio.workspace, lang)
 
     @guarded
-    def on_download_click(name, source_value, revision_value):
+    def on_download_click(request: gr.Request, **settings):
         from ..hub import DownloadJob
 
-        if studio.download is not None and studio.download.state == "running":
-            raise ModelError("a download is already running", studio.download.model_id,
-                             "Wait for it or cancel it first.")
-        if (name or "").strip() == DEMO_MODEL:
-            raise ModelError("the demo model is built locally, not downloaded", DEMO_MODEL,
-                             "Just use it: it is built the first time a tab needs it.")
-        studio.download = DownloadJob(name, source_value, revision_value).start()
-        return download_html(studio.download), gr.Timer(active=True)
+        name = (settings[Setting.model_name_or_path] or "").strip()
+        if name == DEMO_MODEL:
+            raise ModelError(msg("ui.demo_not_downloaded"), DEMO_MODEL, msg("ui.demo_not_downloaded_fix"))
+        job = studio.downloads.launch(lambda: DownloadJob(name, studio.workspace, settings[Setting.model_source],
+                                                          settings[Setting.model_revision]))
+        return download_html(job, language_of(request, studio.lang)), gr.Timer(active=True)
 
-    def on_cancel_click():
+    def on_cancel_click(request: gr.Request):
         if studio.download is not None:
             studio.download.cancel()
-        return download_html(studio.download)
+        return download_html(studio.download, language_of(request, studio.lang))
 
-    def on_timer_tick(name, trust_remote_code):
-        job = studio.download
-        still = job is not None and job.state == "running"
-        updates = (download_html(job), gr.Timer(active=still))
+    def on_timer_tick(request: gr.Request, **settings):
+        job, lang = studio.download, language_of(request, studio.lang)
+        still = job is not None and job.is_active
+        updates = (download_html(job, lang), gr.Timer(active=still))
         if still:
             return (*updates, gr.update(), gr.update())
-        return (*updates, local_models_table(), model_facts(name, trust_remote_code))
+        return (*updates, local_models_table(studio.workspace, lang), facts(settings, lang))
 
-    gr.on([ui.name.change, trust.change], on_name_change, [ui.name, trust], ui.facts, api_name="model_facts",
-          show_progress="hidden")
+    def on_page_load(request: gr.Request, **settings):
+        """The model choices, both tables, the facts and a running download, in the reader's language."""
+        lang = language_of(request, studio.lang)
+        running = studio.download is not None and studio.download.is_active
+        return (gr.update(choices=model_choices(studio.workspace, lang)),
+                local_models_table(studio.workspace, lang), catalog_table(lang), facts(settings, lang),
+                download_html(studio.download, lang), gr.Timer(active=running))
+
+    gr.on([ui.name.change, facts_inputs[Setting.trust_remote_code].change], on_name_change, None, ui.facts,
+          inputs_kwargs=facts_inputs, api_name="model_facts", show_progress="hidden")
     ui.refresh.click(on_refresh_click, ui.name, [ui.name, ui.local], api_name="refresh_models")
-    ui.download.click(on_download_click, [ui.name, source, revision], [ui.progress, ui.timer],
+    ui.download.click(on_download_click, None, [ui.progress, ui.timer], inputs_kwargs=download_inputs,
                       api_name="download_model")
     ui.cancel.click(on_cancel_click, None, ui.progress, api_name="cancel_download")
-    ui.timer.tick(on_timer_tick, [ui.name, trust], [ui.progress, ui.timer, ui.local, ui.facts],
+    ui.timer.tick(on_timer_tick, None, [ui.progress, ui.timer, ui.local, ui.facts], inputs_kwargs=facts_inputs,
                   show_progress="hidden", api_visibility="private")
-
-
-def on_load(studio: Studio):
-    """Page-load values: the model choices, the local models and a running download, if any."""
-    running = studio.download is not None and studio.download.state == "running"
-    return (gr.update(choices=model_choices()), local_models_table(), download_html(studio.download),
-            gr.Timer(active=running))
+    ui.on_page_load = on_page_load
+    ui.page_load_inputs = facts_inputs
+    ui.page_load_outputs = [ui.name, ui.local, ui.catalog, ui.facts, ui.progress, ui.timer]
