@@ -32,13 +32,32 @@ def add_common_options(parser: argparse.ArgumentParser, lang: str, default) -> N
                         help=help_text("cli.help_workspace", lang, variable=HOME_VARIABLE))
 
 
+def localized_parser_class(lang: str) -> type[argparse.ArgumentParser]:
+    """An ArgumentParser whose own words (usage, section titles, -h) are the catalogue's in `lang`.
+
+    argparse translates them only through gettext, for which Python ships no Chinese.
+    """
+    class Formatter(argparse.HelpFormatter):
+        def add_usage(self, usage, actions, groups, prefix=None):
+            super().add_usage(usage, actions, groups, prefix=text("cli.usage", lang) if prefix is None else prefix)
+
+    class LocalizedParser(argparse.ArgumentParser):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **{"formatter_class": Formatter, **kwargs, "add_help": False})
+            self._positionals.title = text("cli.positionals", lang)
+            self._optionals.title = text("cli.options", lang)
+            self.add_argument("-h", "--help", action="help", help=help_text("cli.help_help", lang))
+
+    return LocalizedParser
+
+
 def command_parser_class(lang: str) -> type[argparse.ArgumentParser]:
     """The parser class of every subcommand: each one takes --lang and --workspace too.
 
     Their default is SUPPRESS so that a subcommand that does not get them leaves what the top level
     parsed; 'resolve' lets a subcommand that defines them itself (the studio's) keep its own.
     """
-    class CommandParser(argparse.ArgumentParser):
+    class CommandParser(localized_parser_class(lang)):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **{"conflict_handler": "resolve", **kwargs})
             add_common_options(self, lang, argparse.SUPPRESS)
@@ -47,7 +66,7 @@ def command_parser_class(lang: str) -> type[argparse.ArgumentParser]:
 
 
 def build_parser(lang: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="studio.py", description=help_text("cli.description", lang))
+    parser = localized_parser_class(lang)(prog="studio.py", description=help_text("cli.description", lang))
     add_common_options(parser, lang, None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=command_parser_class(lang))
     from . import cli_commands, cli_hub

@@ -313,7 +313,7 @@ def _build_into(folder: Path, recipe: DemoRecipe, say: Progress) -> None:
     finally:
         torch.set_num_threads(threads)
     folder.mkdir(parents=True)
-    model.save_pretrained(folder)
+    _save_quietly(model, folder)
     tokenizer.save_pretrained(folder)
     seconds = time.perf_counter() - started
     used_sample = bool(read_sample()[1])
@@ -344,3 +344,16 @@ be tried and tested offline in minutes on a CPU.
 
 本模型是 LoRA Studio 自带的离线演示小模型，仅用于体验和测试 LoRA 微调流程，不具备实际的语言能力。
 """, encoding="utf-8")
+
+
+def _save_quietly(model, folder: Path) -> None:
+    """save_pretrained without its "Writing model shards" bar, which would tear our progress lines."""
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model.save_pretrained(folder)
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()

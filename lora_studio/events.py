@@ -24,6 +24,12 @@ class Event:
     kind = "event"
     time: float = field(default_factory=time.time, kw_only=True)
 
+    @property
+    def message(self) -> str:
+        """The event's text in English (a Log's or a Failed's; empty for the others)."""
+        text = getattr(self, "text", None)
+        return "" if text is None else str(text)
+
     def to_json(self) -> dict:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         return {"kind": self.kind, **{k: v.to_json() if isinstance(v, Msg) else v for k, v in values.items()}}
@@ -58,9 +64,6 @@ class Log(Event):
     text: Msg
     level: str = "info"
 
-    @property
-    def message(self) -> str:
-        return str(self.text)
 
 
 @dataclass
@@ -78,10 +81,6 @@ class Failed(Event):
     kind = "failed"
     text: Msg
     step: int = 0
-
-    @property
-    def message(self) -> str:
-        return str(self.text)
 
 
 @dataclass

@@ -14,7 +14,7 @@ import yaml
 
 from .config import RunConfig, load_yaml, save_yaml
 from .errors import ConfigError
-from .i18n import msg
+from .i18n import msg, text
 from .workspace import Workspace
 
 BUNDLED = Path(__file__).resolve().parents[1] / "presets"
@@ -75,7 +75,7 @@ def save_preset(config: RunConfig, name: str, workspace: Workspace) -> tuple[Pat
     return path, chosen != clean
 
 
-def train_command(config: RunConfig, preset: str | None, workspace: Workspace) -> str:
+def train_command(config: RunConfig, preset: str | None, workspace: Workspace, lang: str = "en") -> str:
     """`python studio.py train PRESET --set ...`: the preset by name plus what differs from it."""
     files = preset_files(workspace)
     base = load_yaml(files[preset]) if preset in files else RunConfig()
@@ -89,5 +89,5 @@ def train_command(config: RunConfig, preset: str | None, workspace: Workspace) -
     where = preset if preset in files else "settings.yaml"
     command = " \\\n    ".join([f"python studio.py train {shlex.quote(where)}", *sets])
     if preset not in files:
-        command = "# settings.yaml: the YAML above\n" + command
+        command = f"# {text('presets.settings_file', lang)}\n" + command
     return command

@@ -11,6 +11,7 @@ second, so it reads a run's events.jsonl and config.yaml again only when they ch
 from __future__ import annotations
 
 import re
+import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -135,6 +136,7 @@ class RunsIndex:
         self.workspace = workspace
         self._events: dict[Path, tuple] = {}   # run folder -> (events.jsonl stamp, its RunInfo part)
         self._configs: dict[Path, tuple] = {}  # run folder -> (config.yaml stamp, (model, config))
+        self._lock = threading.Lock()  # a studio's pages poll from several threads at once
 
     def scan(self, active: Path | None = None) -> list[RunInfo]:
         """Every run, newest first; `active` is the folder a live job is writing. One listing of runs/."""
@@ -142,13 +144,14 @@ class RunsIndex:
         folders = [p for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
         active_dir = Path(active).resolve() if active is not None else None
         runs = []
-        for folder in folders:
-            events = self._cached(self._events, folder, "events.jsonl", _events_part)
-            config = self._cached(self._configs, folder, "config.yaml", _config_part)
-            runs.append(_combined(events, config, folder.resolve() == active_dir))
-        for cache in (self._events, self._configs):  # forget runs that were deleted
-            for gone in set(cache) - set(folders):
-                del cache[gone]
+        with self._lock:
+            for folder in folders:
+                events = self._cached(self._events, folder, "events.jsonl", _events_part)
+                config = self._cached(self._configs, folder, "config.yaml", _config_part)
+                runs.append(_combined(events, config, folder.resolve() == active_dir))
+            for cache in (self._events, self._configs):  # forget runs that were deleted
+                for gone in set(cache) - set(folders):
+                    del cache[gone]
         return sorted(runs, key=lambda r: r.started, reverse=True)
 
     @staticmethod

@@ -28,21 +28,10 @@ class Workspace:
         environ = os.environ if environ is None else environ
         return cls(Path(folder or environ.get(HOME_VARIABLE) or "workspace"))
 
-    @property
-    def runs(self) -> Path:
-        return self.root / "runs"
-
-    @property
-    def models(self) -> Path:
-        return self.root / "models"
-
-    @property
-    def presets(self) -> Path:
-        return self.root / "presets"
-
-    @property
-    def data(self) -> Path:
-        return self.root / "data"
+    runs = property(lambda self: self.root / "runs", doc="One folder per training run.")
+    models = property(lambda self: self.root / "models", doc="Downloaded models and the demo model.")
+    presets = property(lambda self: self.root / "presets", doc="Presets the user saved.")
+    data = property(lambda self: self.root / "data", doc="Datasets uploaded through the studio.")
 
     def environ(self) -> dict[str, str]:
         """Variables for a child process (torchrun, `command.sh`) that must use this workspace."""

@@ -24,15 +24,12 @@ from lora_studio.sampling import SamplingConfig  # noqa: E402
 from lora_studio.ui.form import widget_values  # noqa: E402
 
 from .conftest import ROOT  # noqa: E402
+from .studio_fixture import close_studio, launch_studio  # noqa: E402
 
 SYSTEM = "现在你要扮演皇帝身边的女人--甄嬛"
 SAMPLE = str(ROOT / "data" / "huanhuan_sample.json")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def settings(**changes) -> dict:
@@ -44,21 +41,8 @@ def settings(**changes) -> dict:
 
 
 def launched(ws, lang: str | None, headers: dict | None = None):
-    from lora_studio.ui.app import build_app, launch
-    from lora_studio.ui.state import Studio
-
-    state = Studio(ws, lang=lang)
-    demo = build_app(state)
-    url, _ = launch(demo, state, port=free_port(), block=False)
+    url, state, demo = launch_studio(ws, lang)
     return Client(url, verbose=False, headers=headers), state, demo
-
-
-def close(state, demo) -> None:
-    job = state.training.job
-    if job is not None and job.is_active:
-        job.stop()
-        job.join(30)
-    demo.close()
 
 
 @pytest.fixture
@@ -66,7 +50,7 @@ def studio(ws, demo_model_dir):
     shutil.copytree(demo_model_dir, ws.models / "demo-tiny")
     client, state, demo = launched(ws, "en")
     yield client, state
-    close(state, demo)
+    close_studio(state, demo)
 
 
 def parameters(client, endpoint: str) -> list[str]:
@@ -336,7 +320,7 @@ def test_a_chinese_browser_gets_chinese_tables_and_errors(ws, demo_model_dir):
             client.predict(record=500, **settings(), api_name="/inspect_record")
         assert "没有第 500 条记录" in str(error.value) and "1 到 102" in str(error.value)
     finally:
-        close(state, demo)
+        close_studio(state, demo)
 
 
 def test_errors_are_escaped_and_debug_logs_every_traceback(ws, monkeypatch, caplog):

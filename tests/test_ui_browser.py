@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import ROOT
-from .test_ui_api import free_port
+from .studio_fixture import close_studio, launch_studio
 from .ui_words import chinese, english_words, known_names
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -38,24 +38,6 @@ DATA = ("#data-table", "#inspector-tokens .textfield", "#chat-base", "#chat-tune
 ENGLISH_DATA = DATA + ("#field-system_prompt", "#chat-system", "#settings-yaml")
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="no /usr/bin/chromium: install Debian's "
                                 "chromium and fonts-wqy-microhei (see .ci/run) to run the browser test")
-
-
-def launch_studio(ws):
-    from lora_studio.ui.app import build_app, launch
-    from lora_studio.ui.state import Studio
-
-    state = Studio(ws)  # follows the browser's language
-    demo = build_app(state)
-    url, _ = launch(demo, state, port=free_port(), block=False)
-    return url, state, demo
-
-
-def close_studio(state, demo) -> None:
-    job = state.training.job
-    if job is not None and job.is_active:
-        job.stop()
-        job.join(30)
-    demo.close()
 
 
 @pytest.fixture

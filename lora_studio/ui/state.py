@@ -41,7 +41,6 @@ class Studio:
     _renderers: dict = field(default_factory=dict, init=False, repr=False)
     _events: dict = field(default_factory=dict, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
-    _scanning: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self):
         self.chat = ChatEngine(self.workspace)
@@ -59,8 +58,7 @@ class Studio:
 
     def scan_runs(self) -> list[RunInfo]:
         """Every run, newest first: one scan that a poll hands to everything it shows."""
-        with self._scanning:  # pages poll from several threads; the index's caches are not shared-safe
-            return self.runs.scan(self.active_run())
+        return self.runs.scan(self.active_run())
 
     def run_events(self, run_dir: Path) -> list:
         """A finished run's events, read again only when its events.jsonl changed."""

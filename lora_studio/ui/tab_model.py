@@ -80,7 +80,7 @@ def model_facts(name: str, trust_remote_code: bool, workspace: Workspace, lang: 
 def _weights_dtype(config: dict) -> str:
     # transformers 4 wrote torch_dtype; transformers 5 writes the name our setting has (it is spelled
     # the way transformers spells it)
-    return str(config.get("torch_dtype") or config.get(Setting.dtype) or "?")
+    return str(config.get("torch_dtype") or config.get("dtype") or "?")
 
 
 def _local_config(name: str, workspace: Workspace) -> tuple[dict | None, Path | None]:

@@ -62,7 +62,7 @@ def wire(studio: Studio, ui: SimpleNamespace, form) -> None:
         except StudioError as exc:  # half-typed values are normal while editing: say so in place
             return f"# {user_message(exc, lang)}", ""
         return (dump_yaml(config, only_changes=True) or say("ui.yaml_all_defaults", lang),
-                train_command(config, preset, studio.workspace))
+                train_command(config, preset, studio.workspace, lang))
 
     @guarded
     def on_load_preset_click(preset, request: gr.Request):
