@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from . import pickles
 from .config import RunConfig, load_yaml
 from .errors import ModelError, first_line
 from .i18n import msg
@@ -161,16 +162,19 @@ class ChatEngine:
         self.lock = threading.Lock()
 
     # --- loading ---------------------------------------------------------------------------------
-    def load_base(self, config: RunConfig) -> None:
-        """Load the base model named by `config`, unless it is already the one loaded."""
+    def load_base(self, config: RunConfig, trust_remote_code: bool = False) -> None:
+        """Load the base model named by `config`, unless it is already the one loaded.
+
+        `trust_remote_code` is the user's consent, in this session, to run code the model ships.
+        """
         from . import models
 
         key = (str(models.resolve_model_path(config.model_name_or_path, self.workspace)), config.dtype,
-               config.template, config.trust_remote_code)
+               config.template, trust_remote_code)
         if key == self.base_key:
             return
         with self.lock:
-            loaded = models.load(config, self.workspace)
+            loaded = models.load(config, self.workspace, trust_remote_code=trust_remote_code)
             loaded.model.eval()
             self.model, self.tokenizer, self.renderer = loaded.model, loaded.tokenizer, loaded.renderer
             self.stop_token_ids = loaded.renderer.stop_token_ids
@@ -179,9 +183,12 @@ class ChatEngine:
             native = type(loaded.model).__module__.startswith("transformers.")
             self.cache_argument = "cache" if native else "past_key_values"
 
-    def load_run(self, adapter_dir: Path) -> None:
-        """Load the base model a run was trained on (if not loaded yet) and attach its adapter."""
-        self.load_base(run_config_for(adapter_dir))
+    def load_run(self, adapter_dir: Path, trust_remote_code: bool = False) -> None:
+        """Load the base model a run was trained on (if not loaded yet) and attach its adapter.
+
+        The run's config.yaml names the model; it cannot consent to its code (config.RETIRED_KEYS).
+        """
+        self.load_base(run_config_for(adapter_dir), trust_remote_code=trust_remote_code)
         self.set_adapter(adapter_dir)
 
     def set_adapter(self, adapter_dir: Path | None) -> None:
@@ -206,10 +213,11 @@ class ChatEngine:
         from peft import PeftModel
 
         try:
-            if isinstance(self.model, PeftModel):
-                self.model.load_adapter(str(adapter_dir), adapter_name=name)
-            else:
-                self.model = PeftModel.from_pretrained(self.model, str(adapter_dir), adapter_name=name)
+            with pickles.explained(adapter_dir, "adapter"):  # peft reads adapter_model.bin weights-only
+                if isinstance(self.model, PeftModel):
+                    self.model.load_adapter(str(adapter_dir), adapter_name=name)
+                else:
+                    self.model = PeftModel.from_pretrained(self.model, str(adapter_dir), adapter_name=name)
         except (RuntimeError, ValueError, OSError) as exc:
             raise ModelError(msg("chat.adapter_mismatch", detail=first_line(exc)), str(adapter_dir),
                              msg("chat.adapter_mismatch_fix")) from None

@@ -16,9 +16,11 @@ import warnings
 
 from .errors import StudioError, debugging, first_line
 from .i18n import LANGUAGES, language_from_env, text
-from .workspace import HOME_VARIABLE, Workspace
+from .workspace import HOME_VARIABLE, Workspace, ensure_writable
 
 COMMON_OPTIONS = ("--lang", "--workspace")  # taken before the command and after it alike
+# commands that write into the workspace: a read-only one, or a file, is one message before they start
+WRITING_COMMANDS = ("train", "demo-model", "download", "studio")
 
 
 def help_text(key: str, lang: str, **params) -> str:
@@ -124,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
+        if args.command in WRITING_COMMANDS and not getattr(args, "dry_run", False):
+            ensure_writable(args.workspace)
         return int(args.func(args) or 0)
     except StudioError as exc:
         if debugging():

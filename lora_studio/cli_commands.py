@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from .cli import help_text as _help
 from .config import RunConfig, Setting, fields_by_name
-from .i18n import text
+from .errors import ConfigError
+from .i18n import msg, text
+from .resume import RESUMABLE_SETTINGS, overrides_from_config, saved_config
 from .sampling import SamplingConfig, sampling_from_dict
 from .settings import default_of, fields_of
 
@@ -27,10 +30,13 @@ def say(key: str, lang: str, **params) -> None:
 
 def register(sub, lang: str) -> None:
     train = sub.add_parser("train", help=_help("cli.help_train", lang), description=_help("cli.help_train", lang))
-    train.add_argument("config", metavar="PRESET_OR_YAML", help=_help("cli.help_train_config", lang))
+    train.add_argument("config", metavar="PRESET_OR_YAML", nargs="?",
+                       help=_help("cli.help_train_config_optional", lang))
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=_help("cli.help_set", lang))
     train.add_argument("--dry-run", action="store_true", help=_help("cli.help_dry_run", lang))
-    train.add_argument("--resume", metavar="RUN_DIR", help=_help("cli.help_resume", lang))
+    train.add_argument("--resume", metavar="RUN", help=_help("cli.help_resume_run", lang,
+                                                             allowed=", ".join(RESUMABLE_SETTINGS)))
+    add_trust_remote_code_flag(train, lang)
     train.set_defaults(func=train_command)
 
     chat = sub.add_parser("chat", help=_help("cli.help_chat", lang), description=_help("cli.help_chat", lang))
@@ -38,6 +44,7 @@ def register(sub, lang: str) -> None:
     chat.add_argument("--model", help=_help("cli.help_chat_model", lang))
     chat.add_argument("--prompt", help=_help("cli.help_prompt", lang))
     chat.add_argument("--system", help=_help("cli.help_chat_system", lang))
+    add_trust_remote_code_flag(chat, lang)
     add_sampling_flags(chat, lang)
     chat.set_defaults(func=chat_command)
 
@@ -51,6 +58,7 @@ def register(sub, lang: str) -> None:
     check.add_argument("--format", default=default_of(data_format), choices=data_format.metadata["choices"],
                        help=_help(f"help.{Setting.data_format}", lang))
     check.add_argument("--system", default="", help=_help(f"help.{Setting.system_prompt}", lang))
+    add_trust_remote_code_flag(check, lang)
     check.set_defaults(func=data_check_command)
 
     demo = sub.add_parser("demo-model", help=_help("cli.help_demo_model", lang))
@@ -59,6 +67,11 @@ def register(sub, lang: str) -> None:
 
     runs = sub.add_parser("runs", help=_help("cli.help_runs", lang))
     runs.set_defaults(func=runs_command)
+
+
+def add_trust_remote_code_flag(parser: argparse.ArgumentParser, lang: str) -> None:
+    """The user's consent to run code a model ships: given per command, never stored in a run or preset."""
+    parser.add_argument("--trust-remote-code", action="store_true", help=_help("cli.help_trust_remote_code", lang))
 
 
 def add_sampling_flags(parser: argparse.ArgumentParser, lang: str) -> None:
@@ -79,20 +92,40 @@ def sampling_from_args(args: argparse.Namespace) -> SamplingConfig:
 def train_command(args: argparse.Namespace) -> int:
     from .config import apply_overrides
     from .presets import load_preset
-
-    if args.resume:
-        from .training import TrainingJob
-
-        return follow(TrainingJob.resume(Path(args.resume), args.workspace), args.lang)
-    config = apply_overrides(load_preset(args.config, args.workspace), args.set)
-    if args.dry_run:
-        from .estimate import dry_run
-
-        print(dry_run(config, args.workspace).to_text(args.lang))
-        return 0
     from .training import TrainingJob
 
-    return follow(TrainingJob(config, args.workspace), args.lang)
+    if args.resume:
+        job = _resume_job(args)
+        return _dry_run(job.config, args) if args.dry_run else follow(job, args.lang)
+    if args.config is None:
+        raise ConfigError(msg("cli.train_needs_config"), "train", msg("cli.train_needs_config_fix"))
+    config = apply_overrides(load_preset(args.config, args.workspace), args.set)
+    if args.dry_run:
+        return _dry_run(config, args)
+    return follow(TrainingJob(config, args.workspace, trust_remote_code=args.trust_remote_code), args.lang)
+
+
+def _resume_job(args: argparse.Namespace):
+    """`train --resume RUN [CONFIG] [--set K=V]`: the run's own settings, changed only where a resume may
+    change them (resume.RESUMABLE_SETTINGS; the job logs each change, anything else is refused by name)."""
+    from .config import apply_overrides
+    from .presets import load_preset
+    from .runs import find_run
+    from .training import TrainingJob
+
+    run_dir = find_run(args.resume, args.workspace)
+    saved = saved_config(run_dir)
+    given = load_preset(args.config, args.workspace) if args.config else saved
+    overrides = overrides_from_config(saved, apply_overrides(given, args.set))
+    return TrainingJob.resume(run_dir, args.workspace, trust_remote_code=args.trust_remote_code,
+                              overrides=overrides)
+
+
+def _dry_run(config: RunConfig, args: argparse.Namespace) -> int:
+    from .estimate import dry_run
+
+    print(dry_run(config, args.workspace).to_text(args.lang))
+    return 0
 
 
 def follow(job, lang: str) -> int:
@@ -103,6 +136,7 @@ def follow(job, lang: str) -> int:
     from .i18n import render
     from .runtime import World
 
+    began = time.time()
     job.start()
     world = World.from_env()
     show = world.is_main  # under torchrun rank 0 speaks for all
@@ -110,7 +144,7 @@ def follow(job, lang: str) -> int:
         say("cli.run_directory", lang, path=str(job.run_dir))
     bar = tqdm(total=None, unit=text("cli.bar_step", lang), disable=not show, dynamic_ncols=True)
     loss_label, speed_label = text("cli.bar_loss", lang), text("cli.bar_speed", lang)
-    seen, end = 0, None
+    seen, end, clock = 0, None, False
     while end is None:
         try:
             job.join(timeout=0.2)
@@ -120,10 +154,14 @@ def follow(job, lang: str) -> int:
         for event in job.events.since(seen):
             seen += 1
             if isinstance(event, Progress):
-                if bar.total is None:  # the first step: start the clock now, not while the model loaded
+                # this session's first step starts the clock, not the model loading before it (a resume
+                # shows the step it continues from, an event of the session before, at once)
+                if not clock and event.time >= began:
+                    clock = True
                     bar.reset(total=event.total_steps)
                     bar.update(event.step - 1)  # a resumed run starts at its checkpoint's step
                     bar.last_print_n = bar.n
+                bar.total = event.total_steps  # a resume may have changed max_steps
                 bar.n = event.step
                 bar.set_postfix({k: v for k, v in ((loss_label, event.loss),
                                  (speed_label, event.tokens_per_second)) if v is not None}, refresh=False)
@@ -165,7 +203,7 @@ def chat_command(args: argparse.Namespace) -> int:
         config = run_config_for(adapter)
     system = args.system if args.system is not None else (config.system_prompt or ZHEN_HUAN_SYSTEM_PROMPT)
     engine = ChatEngine(args.workspace)
-    engine.load_base(config)
+    engine.load_base(config, trust_remote_code=args.trust_remote_code)
     engine.set_adapter(adapter)
     prompts = [args.prompt] if args.prompt is not None else _interactive_prompts(args.lang)
     base_talk: list[dict] = []
@@ -196,7 +234,8 @@ def data_check_command(args: argparse.Namespace) -> int:
     from .cli_report import data_report
 
     path = Path(args.file)
-    count, report = data_report(path, args.format, args.workspace, args.model, args.cutoff, args.system)
+    count, report = data_report(path, args.format, args.workspace, args.model, args.cutoff, args.system,
+                                trust_remote_code=args.trust_remote_code)
     say("cli.data_ok", args.lang, path=str(path), count=count)
     print(report.to_text(args.lang))
     return 0

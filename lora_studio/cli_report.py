@@ -69,8 +69,11 @@ def print_runs(runs: list, lang: str) -> None:
 
 
 def data_report(path: Path, data_format: str, workspace: Workspace, model: str | None = None,
-                cutoff: int | None = None, system: str = ""):
-    """(number of records, DatasetReport) for `data check`; tokens are counted when a model is named."""
+                cutoff: int | None = None, system: str = "", trust_remote_code: bool = False):
+    """(number of records, DatasetReport) for `data check`; tokens are counted when a model is named.
+
+    `trust_remote_code` is the user's consent (--trust-remote-code) to run a custom tokenizer's code.
+    """
     from .data import dataset_report, load_records
 
     records = load_records(path, data_format)
@@ -79,7 +82,7 @@ def data_report(path: Path, data_format: str, workspace: Workspace, model: str |
         from .models import renderer_for
 
         config = RunConfig(model_name_or_path=model)
-        renderer = renderer_for(config, workspace, system)
+        renderer = renderer_for(config, workspace, system, trust_remote_code=trust_remote_code)
         cutoff_len = cutoff or config.cutoff_len
 
         def token_length(record):

@@ -40,9 +40,6 @@ class RunConfig:
         "model", "Weight precision. 'auto' uses bfloat16 on a GPU that supports it, otherwise float32.",
         "权重精度。'auto' 在支持的 GPU 上用 bfloat16，否则用 float32。",
         choices=["auto", "float32", "bfloat16", "float16"], pace=True, label_zh="精度"))
-    trust_remote_code: bool = field(default=False, metadata=setting(
-        "model", "Run Python code shipped with the model. Only enable it for models you trust.",
-        "运行模型自带的 Python 代码。仅对你信任的模型开启。", label_zh="信任远程代码"))
     # --- data ------------------------------------------------------------------------------------
     data_files: list = field(default_factory=lambda: ["data/huanhuan_sample.json"], metadata=setting(
         "data", "Dataset files (alpaca or chat messages, JSON or JSONL).",
@@ -181,8 +178,16 @@ def fields_with(fact: str) -> list[str]:
     return [name for name, spec in fields_by_name().items() if spec.metadata.get(fact)]
 
 
+# Keys that were settings once and are dropped wherever a file or mapping still has them. Running a
+# model's own code is the user's choice in this session (--trust-remote-code, the studio's checkbox),
+# never a file's: a run folder or preset saying `trust_remote_code: true` must not turn it on.
+RETIRED_KEYS = frozenset({"trust_remote_code"})
+
+
 def from_dict(values: dict, where: str = "config") -> RunConfig:
     """Build a RunConfig from a mapping, rejecting unknown keys and out-of-range values."""
+    if isinstance(values, dict):
+        values = {key: value for key, value in values.items() if key not in RETIRED_KEYS}
     return RunConfig(**check_mapping(RunConfig, values, where))
 
 
@@ -220,6 +225,9 @@ def apply_overrides(config: RunConfig, assignments: list[str]) -> RunConfig:
         key = key.strip()
         if not sep or not key:
             raise ConfigError(msg("config.bad_assignment", item=item), "--set")
+        if key in RETIRED_KEYS:  # typed by the user, so say where consent is given instead
+            raise ConfigError(msg("config.remote_code_not_a_setting", key=key), "--set",
+                              msg("config.remote_code_not_a_setting_fix"))
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Mapping
 
 from .config import RunConfig
+from .disk import DiskNeed, disk_need, tokenizer_bytes
 from .errors import ModelError, first_line
 from .i18n import DEFAULT_LANGUAGE, Msg, msg
 from .runtime import World, dtype_name, torch_dtype
@@ -43,6 +44,7 @@ class Preflight:
     model: str | Msg = ""
     dtype: str = "bfloat16"
     eta: Msg | None = None                # how long the run will take, from a past run (preflight_report)
+    disk: DiskNeed | None = None          # what the checkpoints and the adapter take, and what is free (dry_run)
 
     def lines(self) -> list[Msg]:
         memory = self.memory_gb
@@ -57,10 +59,24 @@ class Preflight:
                 checkpointing=msg("training.state_on" if self.gradient_checkpointing else "training.state_off"),
                 weights=memory["weights"], lora=memory["lora+optimizer"], activations=memory["activations"],
                 runtime=memory["runtime"]),
+            *self._disk_lines(),
             *(msg("estimate.note", text=note) for note in self.notes),
             self.eta,
         ]
         return [line for line in lines if line is not None]
+
+    def _disk_lines(self) -> list[Msg]:
+        from .hub_local import format_bytes
+
+        disk = self.disk
+        if disk is None or not disk.kept:
+            return []
+        free = format_bytes(disk.free) if disk.free is not None else "?"
+        lines = [msg("estimate.disk", checkpoint=format_bytes(disk.checkpoint), kept=disk.kept,
+                     adapter=format_bytes(disk.adapter), total=format_bytes(disk.total), free=free, where=disk.where)]
+        if disk.short:
+            lines.append(msg("estimate.disk_short", total=format_bytes(disk.total), free=free, where=disk.where))
+        return lines
 
     def to_text(self, lang: str = DEFAULT_LANGUAGE) -> str:
         return "\n".join(line.render(lang) for line in self.lines())
@@ -71,6 +87,8 @@ def _transformers_config(model_config):
     """A transformers config object from a config.json dict (Index becomes Llama) or a config."""
     from .index_model import is_index_config, llama_config_from_index
 
+    if not isinstance(model_config, Mapping) and not is_index_config(model_config.to_dict()):
+        return model_config  # a loaded model's own config: it may be a class only its own code knows
     model_config = dict(model_config) if isinstance(model_config, Mapping) else model_config.to_dict()
     if is_index_config(model_config):
         return llama_config_from_index(model_config)
@@ -80,8 +98,10 @@ def _transformers_config(model_config):
     try:
         return AutoConfig.for_model(**values)
     except (ValueError, KeyError, TypeError) as exc:
+        detail = first_line(exc)  # transformers lists every type it knows after its first sentence
+        detail = detail if len(detail) <= 160 else detail[:157] + "..."
         raise ModelError(msg("estimate.cannot_build", model_type=repr(model_config.get("model_type")),
-                             detail=first_line(exc)), "config.json", msg("estimate.cannot_build_fix")) from None
+                             detail=detail), "config.json", msg("estimate.cannot_build_fix")) from None
 
 
 def meta_model(model_config, dtype: str = "float32"):
@@ -208,6 +228,9 @@ def dry_run(run_config: RunConfig, workspace: Workspace) -> Preflight:
     model_config, where = model_config_for(run_config, workspace)
     report = preflight(run_config, model_config, len(select_records(run_config).train))
     report.model = where
+    model_path = Path(where) if isinstance(where, str) else None  # a Msg: not downloaded, no tokenizer files
+    report.disk = disk_need(report.trainable_params, report.total_steps or 0, run_config.save_steps,
+                            run_config.save_total_limit, tokenizer_bytes(model_path), workspace.runs)
     return report
 
 

@@ -140,19 +140,39 @@ class EventLog:
 
 def read_events(path: Path) -> list[Event]:
     """Read an events.jsonl back; a half-written last line (a crash mid-write) is skipped."""
+    return [event for _, event in _parsed_lines(path)]
+
+
+def drop_steps_after(path: Path, step: int) -> list[Event]:
+    """Rewrite an events.jsonl without the Progress and Evaluation events after `step`; returns what is kept.
+
+    A resume from the checkpoint of `step` trains the steps after it again: their new values replace
+    the lost ones, so the loss curve holds one value a step. Everything else (the log, earlier ends)
+    stays; a half-written line (a crash mid-write) goes, so the next event starts on a line of its own.
+    """
+    from .files import write_text_atomic
+
+    kept = [(line, event) for line, event in _parsed_lines(path)
+            if not (isinstance(event, (Progress, Evaluation)) and event.step > step)]
+    write_text_atomic(path, "".join(line + "\n" for line, _ in kept))
+    return [event for _, event in kept]
+
+
+def _parsed_lines(path: Path) -> list[tuple[str, Event]]:
+    """(line, event) for each readable line of an events.jsonl; [] when it is missing or not a file."""
     try:
         info = Path(path).stat()
     except OSError:
         return []
     if not stat.S_ISREG(info.st_mode):
         return []
-    events = []
+    parsed = []
     for line in Path(path).read_text(encoding="utf-8").splitlines():
         try:
-            events.append(event_from_json(json.loads(line)))
+            parsed.append((line, event_from_json(json.loads(line))))
         except (ValueError, KeyError, TypeError):
             continue
-    return events
+    return parsed
 
 
 def file_stamp(path: Path) -> tuple[int, int] | None:

@@ -11,11 +11,11 @@ built-in "index" chat template.
 from __future__ import annotations
 
 import json
-import pickle
 from pathlib import Path
 from types import MappingProxyType
 from typing import Mapping
 
+from . import pickles
 from .errors import ModelError, first_line
 from .i18n import msg
 
@@ -161,13 +161,12 @@ def load_index_model(path, dtype):
     if not weights:
         raise ModelError(msg("models.index_no_weights"), str(path), msg("models.index_no_weights_fix"))
     try:
-        # from_pretrained reads .bin files with torch.load(weights_only=True): no pickled code runs.
-        model, info = LlamaForCausalLM.from_pretrained(
-            str(path), config=llama_config_from_index(config_dict), dtype=dtype, weights_only=True,
-            output_loading_info=True)
-    except pickle.UnpicklingError:
-        raise ModelError(msg("models.index_pickled"), str(path / weights[0]),
-                         msg("models.index_pickled_fix")) from None
+        # from_pretrained reads .bin files with torch.load(weights_only=True): the official
+        # pytorch_model.bin (plain tensors) loads, and a pickle holding anything else is refused unrun.
+        with pickles.explained(path, "model"):
+            model, info = LlamaForCausalLM.from_pretrained(
+                str(path), config=llama_config_from_index(config_dict), dtype=dtype, weights_only=True,
+                output_loading_info=True)
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise ModelError(msg("models.index_weights_failed", detail=first_line(exc)), str(path / weights[0]),
                          msg("models.download_again_fix")) from None

@@ -2,8 +2,10 @@
 
 A model name resolves, in order, to: the built-in demo model, a local folder, a folder in the
 workspace's models/, or a hub id already downloaded there. Nothing is downloaded here: a missing hub
-model is an error that says which `download` command fetches it. Index checkpoints load natively (as
-Llama, no remote code) unless the user explicitly trusts remote code.
+model is an error that says which `download` command fetches it. Index checkpoints always load natively
+(as Llama, no remote code). Any other model's own code runs only with the user's consent, the
+`trust_remote_code` keyword (default False) that only a CLI flag or the studio's checkbox sets
+(remote_code.py); pickled weights are read only as plain tensors (pickles.py).
 
 `renderer_for` is the one place a `ChatRenderer` is made for a model: training (through `load`), the
 dataset report and the studio's dataset views all get theirs from it, so none can template differently.
@@ -17,9 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import RunConfig, Setting
+from . import pickles, remote_code
+from .config import RunConfig
 from .errors import ModelError, first_line
-from .i18n import Msg, msg
+from .i18n import msg
 from .workspace import Workspace
 
 if TYPE_CHECKING:
@@ -70,48 +73,43 @@ def read_model_config(path: Path) -> dict:
         raise ModelError(msg("models.bad_config", detail=first_line(exc)), str(config_file)) from None
 
 
-def _uses_native_index(model_config: dict, config: RunConfig) -> bool:
+def load_tokenizer(path: Path, config: RunConfig, model_config: dict | None = None,
+                   trust_remote_code: bool = False):
+    """The model's tokenizer; `trust_remote_code` is the user's consent to run code the model ships."""
     from .index_model import is_index_config
 
-    return is_index_config(model_config) and not config.trust_remote_code
-
-
-def load_tokenizer(path: Path, config: RunConfig, model_config: dict | None = None):
     model_config = model_config if model_config is not None else read_model_config(path)
-    if _uses_native_index(model_config, config):
+    if is_index_config(model_config):
         from .index_model import load_index_tokenizer
 
         return load_index_tokenizer(path)
     from transformers import AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=config.trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
+        if remote_code.is_refusal(exc):
+            raise remote_code.refusal(path, model_config) from None
         raise ModelError(msg("models.tokenizer_failed", detail=first_line(exc)), str(path),
-                         _remote_code_hint(model_config, config)) from None
+                         msg("models.incomplete_hint")) from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
 
-def load_model(path: Path, config: RunConfig, model_config: dict | None = None):
+def load_model(path: Path, config: RunConfig, model_config: dict | None = None, trust_remote_code: bool = False):
+    """The model's weights, on the GPU when there is one; remote code only with `trust_remote_code`."""
+    from .index_model import is_index_config
     from .runtime import torch_dtype
 
     model_config = model_config if model_config is not None else read_model_config(path)
     dtype = torch_dtype(config.dtype)
-    if _uses_native_index(model_config, config):
+    if is_index_config(model_config):  # never its own code: the native Llama load is exact (index_model.py)
         from .index_model import load_index_model
 
         model = load_index_model(path, dtype)
     else:
-        from transformers import AutoModelForCausalLM
-
-        try:
-            model = AutoModelForCausalLM.from_pretrained(
-                str(path), dtype=dtype, trust_remote_code=config.trust_remote_code)
-        except (OSError, ValueError, KeyError) as exc:
-            raise ModelError(msg("models.model_failed", detail=first_line(exc)), str(path),
-                             _remote_code_hint(model_config, config)) from None
+        model = _load_transformers_model(path, model_config, dtype, trust_remote_code)
     import torch
 
     if torch.cuda.is_available():
@@ -119,34 +117,50 @@ def load_model(path: Path, config: RunConfig, model_config: dict | None = None):
     return model
 
 
-def renderer_for(config: RunConfig, workspace: Workspace, system_prompt: str | None = None) -> "ChatRenderer":
+def _load_transformers_model(path: Path, model_config: dict, dtype, trust_remote_code: bool):
+    from transformers import AutoModelForCausalLM
+
+    remote_code.require_consent(path, model_config, trust_remote_code)
+    try:
+        with pickles.explained(path, "model"):
+            return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError) as exc:
+        if remote_code.is_refusal(exc):
+            raise remote_code.refusal(path, model_config) from None
+        raise ModelError(msg("models.model_failed", detail=first_line(exc)), str(path),
+                         msg("models.incomplete_hint")) from None
+
+
+def renderer_for(config: RunConfig, workspace: Workspace, system_prompt: str | None = None,
+                 trust_remote_code: bool = False) -> "ChatRenderer":
     """The chat renderer (and its tokenizer) training would use for `config`'s model; loads no weights.
 
-    `system_prompt` replaces the config's default system prompt (None keeps it).
+    `system_prompt` replaces the config's default system prompt (None keeps it); `trust_remote_code`
+    is the user's consent, in this session, to run a custom tokenizer's code.
     """
     path = resolve_model_path(config.model_name_or_path, workspace)
-    return _renderer(path, read_model_config(path), config, system_prompt)
+    return _renderer(path, read_model_config(path), config, system_prompt, trust_remote_code)
 
 
-def load(config: RunConfig, workspace: Workspace, system_prompt: str | None = None) -> LoadedModel:
-    """Load tokenizer, model and the chat renderer that training and chat share."""
+def load(config: RunConfig, workspace: Workspace, system_prompt: str | None = None,
+         trust_remote_code: bool = False) -> LoadedModel:
+    """Load tokenizer, model and the chat renderer that training and chat share.
+
+    `trust_remote_code` is the user's consent, given in this session (a CLI flag, the studio's
+    checkbox), to run code the model ships; no file can give it (remote_code.py).
+    """
     path = resolve_model_path(config.model_name_or_path, workspace)
     model_config = read_model_config(path)
-    renderer = _renderer(path, model_config, config, system_prompt)
-    model = load_model(path, config, model_config)
+    renderer = _renderer(path, model_config, config, system_prompt, trust_remote_code)
+    model = load_model(path, config, model_config, trust_remote_code)
     return LoadedModel(model, renderer.tokenizer, renderer, path, model_config.get("model_type", ""))
 
 
-def _renderer(path: Path, model_config: dict, config: RunConfig, system_prompt: str | None) -> "ChatRenderer":
+def _renderer(path: Path, model_config: dict, config: RunConfig, system_prompt: str | None,
+              trust_remote_code: bool) -> "ChatRenderer":
     # renderer_for and load both build theirs here, so a report and a run template a record alike
     from .templates import ChatRenderer
 
-    tokenizer = load_tokenizer(path, config, model_config)
+    tokenizer = load_tokenizer(path, config, model_config, trust_remote_code)
     return ChatRenderer(tokenizer, config.template, model_config.get("model_type"),
                         config.system_prompt if system_prompt is None else system_prompt)
-
-
-def _remote_code_hint(model_config: dict, config: RunConfig) -> Msg:
-    if model_config.get("auto_map") and not config.trust_remote_code:
-        return msg("models.remote_code_hint", key=Setting.trust_remote_code)
-    return msg("models.incomplete_hint")

@@ -38,12 +38,14 @@ class RunRecipe:
 
     def trainer(self, data, collator=None):
         """The `Trainer` for `data` (`.train`, `.eval`); `collator` replaces ours (the benchmark records batches)."""
-        from transformers import Trainer
         from transformers.trainer_callback import PrinterCallback
 
-        trainer = Trainer(model=self.model, args=self.arguments, train_dataset=data.train,
-                          eval_dataset=data.eval, data_collator=collator or self.collator,
-                          processing_class=self.tokenizer, callbacks=self.callbacks)
+        from .checkpoints import crash_safe_trainer_class
+
+        # checkpoints appear only when whole: a crash mid-save leaves the previous one to resume from
+        trainer = crash_safe_trainer_class()(
+            model=self.model, args=self.arguments, train_dataset=data.train, eval_dataset=data.eval,
+            data_collator=collator or self.collator, processing_class=self.tokenizer, callbacks=self.callbacks)
         trainer.remove_callback(PrinterCallback)  # our Log events already carry every logged value
         return trainer
 
@@ -56,8 +58,6 @@ def assemble_run(config: RunConfig, model, tokenizer, data, output_dir: Path, em
 
     model.config.use_cache = False  # a cache in train() disables the packed-sequence mask (NOTES.md)
     dtype_bytes = next(model.parameters()).element_size()
-    checkpointing, reason = checkpointing_decision(config, model.config, dtype_bytes)
-    emit(Log(reason))
     lora = lora_config(config, model)
     # LoRA's initial weights come from the run's seed, so command.sh reproduces the run; the global
     # generators are left as they were (a dry run in the studio must not reseed a run training there).
@@ -67,6 +67,9 @@ def assemble_run(config: RunConfig, model, tokenizer, data, output_dir: Path, em
         warnings.simplefilter("ignore", FutureWarning)  # peft calls a transformers API deprecated in 5.x
         model = get_peft_model(model, lora)
     trainable, total = model.get_nb_trainable_parameters()
+    # decided on the loaded model's own config and counts: a model with its own code has no class here
+    checkpointing, reason = checkpointing_decision(config, model.config, dtype_bytes, (trainable, total))
+    emit(Log(reason))
     emit(Log(msg("training.lora_params", trainable=trainable, total=total, percent=100 * trainable / total)))
     collator = make_collator(config, model, tokenizer, lambda text: emit(Log(text)))
     has_eval = data.eval is not None if data is not None else config.val_size > 0
@@ -107,14 +110,19 @@ def lora_config(config: RunConfig, model):
 
 
 # --- gradient checkpointing ----------------------------------------------------------------------
-def checkpointing_decision(config: RunConfig, model_config, dtype_bytes: int) -> tuple[bool, Msg]:
-    """(on, why): the setting, or for 'auto' whether the worst-case batch would overflow memory without it."""
+def checkpointing_decision(config: RunConfig, model_config, dtype_bytes: int,
+                           params: tuple[int, int] | None = None) -> tuple[bool, Msg]:
+    """(on, why): the setting, or for 'auto' whether the worst-case batch would overflow memory without it.
+
+    `params` is (trainable, total) when already counted (else counted on the meta device).
+    """
     from . import estimate
 
     setting = config.gradient_checkpointing
     if setting != "auto":
         return bool(setting), msg("training.checkpointing_set", state=on_off(bool(setting)))
-    without = estimate.memory_estimate(model_config, config, dtype_bytes, gradient_checkpointing=False)
+    without = estimate.memory_estimate(model_config, config, dtype_bytes, gradient_checkpointing=False,
+                                       params=params)
     available, where = estimate.device_memory()
     needed = without["total"] > estimate.MEMORY_HEADROOM * available
     why = msg("training.memory_compared", needed=without["total"], available=available, where=where)

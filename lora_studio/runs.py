@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from .checkpoints import adapter_is_complete, complete_checkpoints
 from .config import RunConfig, fields_with, load_yaml
 from .errors import ConfigError, JobError
 from .events import Failed, Finished, Progress, file_stamp, read_events
@@ -50,23 +51,32 @@ def create_run_dir(config: RunConfig, workspace: Workspace) -> Path:
     raise JobError(msg("runs.too_many"), str(root / base), msg("runs.too_many_fix"))
 
 
-def _checkpoint_number(path: Path) -> int | None:
-    tail = path.name.split("-")[-1]
-    return int(tail) if tail.isdigit() else None
-
-
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    found = [p for p in (Path(run_dir) / "checkpoints").glob("checkpoint-*") if _checkpoint_number(p) is not None]
-    return max(found, key=_checkpoint_number, default=None)
+    """The newest whole checkpoint of a run (a torn one, left by a crash, does not count)."""
+    complete = complete_checkpoints(Path(run_dir) / "checkpoints")
+    return complete[-1] if complete else None
 
 
 def adapter_dirs(run_dir: Path) -> list[Path]:
-    """Every loadable adapter of a run: the final `adapter/` first, then checkpoints, newest first."""
+    """Every loadable adapter of a run: the final `adapter/` first, then whole checkpoints, newest first."""
     run_dir = Path(run_dir)
-    found = [run_dir / "adapter"] if (run_dir / "adapter" / "adapter_config.json").is_file() else []
-    checkpoints = [p for p in (run_dir / "checkpoints").glob("checkpoint-*")
-                   if (p / "adapter_config.json").is_file() and _checkpoint_number(p) is not None]
-    return found + sorted(checkpoints, key=_checkpoint_number, reverse=True)
+    found = [run_dir / "adapter"] if adapter_is_complete(run_dir / "adapter") else []
+    return found + complete_checkpoints(run_dir / "checkpoints")[::-1]
+
+
+def find_run(name_or_path: str | Path, workspace: Workspace) -> Path:
+    """A run folder from a path, or from a run's name under the workspace's runs/."""
+    given = Path(name_or_path).expanduser()
+    for candidate in (given, workspace.runs / str(name_or_path)):
+        if candidate.is_dir():
+            return candidate
+    raise JobError(msg("runs.no_such_run", name=str(name_or_path)), str(workspace.runs), msg("runs.no_such_run_fix"))
+
+
+def resolved_config(config: RunConfig, run_name: str) -> RunConfig:
+    """What a run's config.yaml holds: its folder's name and absolute data files (it may run from anywhere)."""
+    return config.replace(run_name=run_name,
+                          data_files=[str(Path(f).expanduser().resolve()) for f in config.data_files])
 
 
 @dataclass

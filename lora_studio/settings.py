@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from typing import Any
 
 from .errors import ConfigError
@@ -93,8 +94,8 @@ def _check_number(name: str, value: Any, default: Any, meta: dict, where: str) -
             value = float(value) if any(c in value for c in ".eE") else int(value)
         except ValueError:
             pass
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(msg("config.not_a_number", key=name, value=repr(value)), where)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(msg("config.not_a_number", key=name, value=repr(value)), where)  # nan passes < and >
     if isinstance(default, int):
         if value != int(value):
             raise ConfigError(msg("config.not_whole", key=name, value=repr(value)), where)
@@ -103,7 +104,8 @@ def _check_number(name: str, value: Any, default: Any, meta: dict, where: str) -
         value = float(value)
     lo, hi = meta.get("min"), meta.get("max")
     if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise ConfigError(msg("config.out_of_range", key=name, value=repr(value), min=lo, max=hi), where)
+        raise ConfigError(msg("config.out_of_range", key=name, value=repr(value), min="-∞" if lo is None else lo,
+                              max="∞" if hi is None else hi), where)
     return value
 
 

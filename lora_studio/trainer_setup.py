@@ -102,6 +102,9 @@ def make_event_callback(emit: Callable, collator: CountingCollator, should_stop:
             self.learning_rate = None
 
         def on_train_begin(self, args, state, control, **kwargs):
+            # A resume loads the state's logging/save/eval intervals from the checkpoint; a resume may
+            # change them (resume.RESUMABLE_SETTINGS), so they come from the run's arguments again.
+            state.compute_steps(args, state.max_steps)
             self.started = time.time()
             self.first_step = state.global_step
             self.tokens_at_start = collator.tokens

@@ -8,25 +8,35 @@
 
 The same events go to `events.jsonl` in the run directory. Under torchrun every rank trains, and only
 rank 0 writes the run directory. A process runs one at a time through a `jobs.JobSlot`.
+
+A crash never costs more than the steps since the last checkpoint: checkpoints appear only when whole
+(checkpoints.py), a resume sets torn ones aside, continues from the newest whole one and replaces the
+lost steps' events, and a full disk is reported as one (disk.py) with the partial checkpoint set aside.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 import sys
 import traceback
 from pathlib import Path
+from typing import Mapping
 
-from .config import RunConfig, load_yaml, save_yaml
+from . import pickles
+from .checkpoints import checkpoint_number, save_adapter, set_aside_torn
+from .config import RunConfig, save_yaml
+from .disk import disk_full_error, folder_bytes, is_disk_full, release_files
 from .errors import JobError, StudioError
-from .events import Finished, Log, Progress
+from .events import Failed, Finished, Log, Progress, drop_steps_after
 from .files import write_text_atomic
 from .i18n import language_from_env, msg, text
 from .jobs import Job
-from .runs import create_run_dir, latest_checkpoint, read_run
+from .resume import resume_changes, saved_config
+from .runs import create_run_dir, find_run, latest_checkpoint, read_run, resolved_config
 from .runtime import World
-from .workspace import Workspace
+from .workspace import Workspace, ensure_writable, writable_folder
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]  # where studio.py is, for command.sh
 
@@ -35,30 +45,43 @@ class TrainingJob(Job):
     thread_name = "lora-studio-training"
 
     def __init__(self, config: RunConfig, workspace: Workspace, run_dir: Path | None = None,
-                 resume: bool = False, callbacks: list | None = None):
+                 resume: bool = False, callbacks: list | None = None, trust_remote_code: bool = False):
         super().__init__()
         self.config, self.workspace = config, workspace
         self.run_dir = Path(run_dir) if run_dir else None
         self.resuming = resume
         self.extra_callbacks = list(callbacks or [])
+        self.trust_remote_code = trust_remote_code  # the user's consent in this session, never a file's
         self.world = World.from_env()
         self.checksum = 0.0
+        self.changes: dict = {}              # settings a resume changed: name -> (was, now)
+        self.checkpoint: Path | None = None  # the whole checkpoint a resume continues from
+        self._checkpoint_size: int | None = None  # estimated bytes of one checkpoint, once the model is known
+        self._error_logged = False
         self._result: tuple[int, float | None] = (0, None)  # (last step, last loss)
 
     @classmethod
-    def resume(cls, run_dir: Path, workspace: Workspace, callbacks: list | None = None) -> "TrainingJob":
-        """A job that continues `run_dir` from its latest checkpoint, appending to its events."""
-        run_dir = Path(run_dir)
-        if not (run_dir / "config.yaml").is_file():
-            raise JobError(msg("training.not_a_run"), str(run_dir), msg("training.not_a_run_fix"))
+    def resume(cls, run_dir: Path | str, workspace: Workspace, callbacks: list | None = None,
+               trust_remote_code: bool = False, overrides: Mapping | None = None) -> "TrainingJob":
+        """A job that continues a run (a folder, or a run's name) from its newest whole checkpoint.
+
+        `overrides` changes settings for the rest of the run: only those in resume.RESUMABLE_SETTINGS,
+        others are refused by name (resume.resume_changes).
+        """
+        run_dir = find_run(run_dir, workspace)
+        saved = saved_config(run_dir)
         info = read_run(run_dir)
         if info.status == "completed":
             raise JobError(msg("training.already_completed", steps=info.step), str(run_dir),
                            msg("training.already_completed_fix"))
-        if latest_checkpoint(run_dir) is None:
+        checkpoint = latest_checkpoint(run_dir)
+        if checkpoint is None:
             raise JobError(msg("training.no_checkpoint"), str(run_dir), msg("training.no_checkpoint_fix"))
-        return cls(load_yaml(run_dir / "config.yaml"), workspace, run_dir=run_dir, resume=True,
-                   callbacks=callbacks)
+        config, changes = resume_changes(saved, overrides or {}, checkpoint_number(checkpoint))
+        job = cls(config, workspace, run_dir=run_dir, resume=True, callbacks=callbacks,
+                  trust_remote_code=trust_remote_code)
+        job.changes = changes
+        return job
 
     @property
     def is_main(self) -> bool:
@@ -66,13 +89,21 @@ class TrainingJob(Job):
 
     # --- the Job hooks ---------------------------------------------------------------------------
     def prepare(self) -> None:
-        if not self.resuming:
-            self.run_dir = _shared_run_dir(self.config, self.workspace, self.world) if self.world.distributed \
-                else create_run_dir(self.config, self.workspace)
-        if self.is_main:
-            self.events.path = self.run_dir / "events.jsonl"
+        try:
             if not self.resuming:
-                self._write_run_files()
+                ensure_writable(self.workspace, self.workspace.runs)
+                self.run_dir = _shared_run_dir(self.config, self.workspace, self.world) if self.world.distributed \
+                    else create_run_dir(self.config, self.workspace)
+            else:
+                writable_folder(self.run_dir)
+            if self.is_main and self.resuming:
+                self._continue_run()
+            elif self.is_main:
+                self._start_run()
+        except OSError as exc:
+            if is_disk_full(exc, self.run_dir or self.workspace.runs):
+                raise self._disk_full(exc) from exc
+            raise
 
     def work(self) -> str:
         try:
@@ -81,23 +112,36 @@ class TrainingJob(Job):
             if "out of memory" in str(exc).lower():  # torch's OutOfMemoryError, or a backend's RuntimeError
                 raise JobError(msg("training.out_of_memory"), self.run_dir.name,
                                msg("training.out_of_memory_fix")) from exc
+            if self.is_main and is_disk_full(exc, self.run_dir):
+                raise self._disk_full(exc) from exc
             raise
+
+    def emit(self, event) -> None:
+        try:
+            super().emit(event)
+        except OSError:
+            # EventLog holds the event before it writes the file, so the CLI and the studio still show
+            # it; the report of a failure (or an end) must not fail for the file. A step's event raises:
+            # a full disk ends the run at its last checkpoint.
+            if self.state != "failed" and not isinstance(event, (Failed, Finished)):
+                raise
 
     def finished_event(self, status: str) -> Finished:
         step, loss = self._result
         return Finished(status=status, output=str(self.run_dir / "adapter"), step=step, loss=loss)
 
     def on_failure(self, exc: BaseException) -> None:
-        if not self.is_main or self.run_dir is None:
+        if not self.is_main or self.run_dir is None or self._error_logged:
             return
-        error_log = self.run_dir / "error.log"
-        error_log.write_text("".join(traceback.format_exception(exc)), encoding="utf-8")
-        if not isinstance(exc, StudioError) or exc.__cause__ is not None:
+        error_log = self._write_error_log(exc)
+        if error_log is not None and (not isinstance(exc, StudioError) or exc.__cause__ is not None):
             self.emit(Log(msg("training.error_log", path=str(error_log)), level="warning"))
 
     def current_step(self) -> int:
         last = self.events.last(Progress)
-        return last.step if last else 0
+        if last is not None:
+            return last.step
+        return checkpoint_number(self.checkpoint) if self.checkpoint is not None else 0
 
     def describe(self) -> str:
         return self.run_dir.name if self.run_dir is not None else self.thread_name
@@ -106,41 +150,123 @@ class TrainingJob(Job):
         """One line per rank under torchrun: the steps taken and a fingerprint of the LoRA weights."""
         return msg("training.summary", steps=self.current_step(), checksum=self.checksum)
 
-    # --- the run ---------------------------------------------------------------------------------
-    def _write_run_files(self) -> None:
-        resolved = self.config.replace(
-            run_name=self.run_dir.name,
-            data_files=[str(Path(f).expanduser().resolve()) for f in self.config.data_files])
-        save_yaml(resolved, self.run_dir / "config.yaml")
+    # --- the run folder --------------------------------------------------------------------------
+    def _start_run(self) -> None:
+        self.events.path = self.run_dir / "events.jsonl"
+        save_yaml(resolved_config(self.config, self.run_dir.name), self.run_dir / "config.yaml")
         command = write_text_atomic(self.run_dir / "command.sh", reproduce_command(self.run_dir, self.workspace))
         os.chmod(command, 0o755)
 
+    def _continue_run(self) -> None:
+        """Set torn checkpoints aside, pick the newest whole one, and forget the steps after it."""
+        torn = set_aside_torn(self.run_dir)
+        self.checkpoint = latest_checkpoint(self.run_dir)
+        if self.checkpoint is None:
+            raise JobError(msg("training.no_checkpoint"), str(self.run_dir), msg("training.no_checkpoint_fix"))
+        step = checkpoint_number(self.checkpoint)
+        kept = [e for e in drop_steps_after(self.run_dir / "events.jsonl", step) if isinstance(e, Progress)]
+        if kept:  # before the file is attached: the live view starts at the run's real step (the file has it)
+            self.events.emit(dataclasses.replace(kept[-1], eta=None))  # that session's ETA is no guide
+        self.events.path = self.run_dir / "events.jsonl"
+        for path in torn:
+            self.emit(Log(msg("training.torn_set_aside", path=str(path)), level="warning"))
+        self.emit(Log(msg("training.resuming_from", checkpoint=self.checkpoint.name, step=step)))
+        for name, (was, now) in self.changes.items():
+            self.emit(Log(msg("training.resume_changed", name=name, was=was, now=now)))
+        if self.changes:  # a later resume continues with them too
+            save_yaml(self.config, self.run_dir / "config.yaml")
+
+    def _write_error_log(self, exc: BaseException) -> Path | None:
+        """error.log with the traceback; None when it cannot be written (a full disk)."""
+        self._error_logged = True
+        try:
+            return write_text_atomic(self.run_dir / "error.log", "".join(traceback.format_exception(exc)))
+        except OSError:
+            return None
+
+    def _disk_full(self, exc: BaseException) -> JobError:
+        """The full-disk message, once the torn checkpoint is set aside and error.log tried."""
+        torn, error_log = [], None
+        if self.run_dir is not None and self.is_main:
+            try:
+                torn = set_aside_torn(self.run_dir)
+            except OSError:
+                pass
+            error_log = self._write_error_log(exc)
+        release_files(exc)
+        newest = latest_checkpoint(self.run_dir) if self.run_dir is not None else None
+        return disk_full_error(self.run_dir or self.workspace.runs,
+                               folder_bytes(newest) if newest is not None else self._checkpoint_size,
+                               self.run_dir.name if newest is not None else None, torn[-1] if torn else None,
+                               error_log)
+
+    # --- the run ---------------------------------------------------------------------------------
     def _train(self) -> str:
         from . import models
         from .recipe import assemble_run
         from .trainer_setup import encode_data
 
         self.emit(Log(msg("training.loading_model", model=self.config.model_name_or_path)))
-        loaded = models.load(self.config, self.workspace)
+        loaded = models.load(self.config, self.workspace, trust_remote_code=self.trust_remote_code)
         data = encode_data(self.config, loaded.renderer)
         self.emit(Log(data.summary(self.config)))
         if self.stop_requested:
             return "stopped"
         recipe = assemble_run(self.config, loaded.model, loaded.tokenizer, data, self.run_dir / "checkpoints",
                               self.emit, lambda: self.stop_requested, self.extra_callbacks)
+        total = self._check_disk(recipe.model, len(data.train), loaded.path)
+        checkpoint = (self.checkpoint or latest_checkpoint(self.run_dir)) if self.resuming else None
+        if checkpoint is not None and checkpoint_number(checkpoint) >= total:
+            return self._finish_from(checkpoint)
         trainer = recipe.trainer(data)
-        checkpoint = latest_checkpoint(self.run_dir) if self.resuming else None
-        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        with pickles.explained(checkpoint, "checkpoint"):  # a refused pickle is named, not an internal error
+            result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         if trainer.is_world_process_zero():
-            adapter = self.run_dir / "adapter"
-            recipe.model.save_pretrained(str(adapter))
-            loaded.tokenizer.save_pretrained(str(adapter))
+            save_adapter(recipe.model, loaded.tokenizer, self.run_dir)
         self.checksum = float(sum(p.detach().float().abs().sum() for p in recipe.model.parameters()
                                   if p.requires_grad))
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
         self._result = (trainer.state.global_step, losses[-1] if losses else result.training_loss)
         stopped = self.stop_requested and trainer.state.global_step < trainer.state.max_steps
         return "stopped" if stopped else "completed"
+
+    def _finish_from(self, checkpoint: Path) -> str:
+        """Every step was trained and saved, and the crash came before adapter/: it is the checkpoint's.
+
+        (The Trainer, resumed at its last step, would train one step more.)
+        """
+        import json
+
+        from safetensors.torch import load_file
+
+        from .checkpoints import adapter_from_checkpoint
+
+        step = checkpoint_number(checkpoint)
+        if self.is_main:
+            adapter_from_checkpoint(checkpoint, self.run_dir)
+        self.emit(Log(msg("training.finished_from_checkpoint", step=step, checkpoint=checkpoint.name)))
+        weights = load_file(str(checkpoint / "adapter_model.safetensors"))
+        self.checksum = float(sum(t.float().abs().sum() for t in weights.values()))
+        history = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))["log_history"]
+        losses = [entry["loss"] for entry in history if "loss" in entry]
+        self._result = (step, losses[-1] if losses else None)
+        return "completed"
+
+    def _check_disk(self, model, examples: int, model_path: Path) -> int:
+        """Warn before the first step when the run's checkpoints will not fit (the dry run's disk line);
+        returns the run's optimizer steps."""
+        from .disk import disk_need, tokenizer_bytes
+        from .estimate import optimizer_steps
+        from .hub_local import format_bytes
+
+        steps = optimizer_steps(examples, self.config, self.world.world_size)[1]
+        need = disk_need(model.get_nb_trainable_parameters()[0], steps, self.config.save_steps,
+                         self.config.save_total_limit, tokenizer_bytes(model_path), self.run_dir)
+        self._checkpoint_size = need.checkpoint
+        if self.is_main and need.short:
+            self.emit(Log(msg("training.disk_short", needed=format_bytes(need.total), free=format_bytes(need.free),
+                              where=need.where), level="warning"))
+        return steps
 
 
 def reproduce_command(run_dir: Path, workspace: Workspace) -> str:

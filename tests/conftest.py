@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -10,6 +11,8 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
+# transformers copies a model's own code here, decided once at import: never under ~/.cache in tests
+os.environ.setdefault("HF_MODULES_CACHE", str(Path(tempfile.gettempdir()) / "lora-studio-tests-hf-modules"))
 
 import pytest
 

@@ -11,14 +11,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch_studio(ws, lang: str | None = None):
-    """(url, studio, demo): the app as `python studio.py` builds it; lang None follows the browser."""
+def launch_studio(ws, lang: str | None = None, auth=None, **studio_options):
+    """(url, studio, demo): the app as `python studio.py` builds it; lang None follows the browser.
+
+    `studio_options` are the Studio's own (allowed, max_upload_bytes, logins); `auth` the logins.
+    """
     from lora_studio.ui.app import build_app, launch
     from lora_studio.ui.state import Studio
 
-    state = Studio(ws, lang=lang)
+    state = Studio(ws, lang=lang, **studio_options)
     demo = build_app(state)
-    url, _ = launch(demo, state, port=free_port(), block=False)
+    url, _ = launch(demo, state, port=free_port(), block=False, auth=auth)
     return url, state, demo
 
 

@@ -155,6 +155,7 @@ Training examples: 102
 Steps per epoch: 13
 Total optimizer steps: 325
 Memory estimate (float32, gradient checkpointing off): 0.6 GB (weights 0.0 GB, lora+optimizer 0.0 GB, activations 0.1 GB, runtime 0.5 GB)
+Disk: about 452.9 KB a checkpoint, up to 4 at once, and the adapter 234.5 KB: about 2.0 MB in all; FREE free at WS/runs
 Note: gradient_checkpointing auto: off (about 0.6 GB without it, RAM GB of RAM)
 Note: No bf16 GPU here, so float32; on a bf16 GPU this run needs about 0.6 GB.
 """,
@@ -163,7 +164,8 @@ Note: No bf16 GPU here, so float32; on a bf16 GPU this run needs about 0.6 GB.
 训练样本：102 个
 每轮步数：13
 总优化步数：325
-显存估算（float32，梯度检查点关闭）：0.6 GB（权重 0.0 GB，LoRA 与优化器 0.0 GB，激活 0.1 GB，运行时 0.5 GB）
+显存（或内存）估算（float32，梯度检查点关闭）：0.6 GB（权重 0.0 GB，LoRA 与优化器 0.0 GB，激活 0.1 GB，运行时 0.5 GB）
+磁盘：每个检查点约 452.9 KB，同时最多 4 个，加上适配器 234.5 KB，共约 2.0 MB；WS/runs 剩余 FREE
 注：梯度检查点 gradient_checkpointing auto：关闭（不开约需 0.6 GB，内存共有 RAM GB）
 注：这台机器没有支持 bf16 的 GPU，因此用 float32；在支持 bf16 的 GPU 上，这次训练约需 0.6 GB。
 """}
@@ -176,6 +178,7 @@ def test_dry_run_of_a_preset_by_name(lang, demo_model_dir, workspace):
     assert result.returncode == 0, result.stderr
     out = shown(result.stdout, workspace)  # and this machine's memory, as RAM:
     out = re.sub(r"\d+(\.\d+)? GB of RAM", "RAM GB of RAM", re.sub(r"内存共有 \d+(\.\d+)? GB", "内存共有 RAM GB", out))
+    out = re.sub(r"[\d.]+ [KMG]?B free at", "FREE free at", re.sub(r"剩余 [\d.]+ [KMG]?B", "剩余 FREE", out))  # its disk
     assert (out, result.stderr) == (DRY_RUN[lang], "")
 
 

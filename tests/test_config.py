@@ -101,7 +101,7 @@ def test_tutorial_preset_is_the_tutorials_recipe():
     assert (c.num_train_epochs, c.cutoff_len, c.gradient_checkpointing, c.save_steps) == (3, 384, True, 100)
     assert c.system_prompt == "现在你要扮演皇帝身边的女人--甄嬛"
     assert (c.model_name_or_path, c.model_source) == ("IndexTeam/Index-1.9B-Chat", "modelscope")
-    assert c.trust_remote_code is False
+    assert "trust_remote_code" not in c.to_dict()  # consent is never a preset's (config.RETIRED_KEYS)
 
 
 def test_unknown_key_is_named_with_a_suggestion_in_both_languages(tmp_path):

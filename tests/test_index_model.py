@@ -105,9 +105,10 @@ def test_weights_with_pickled_code_are_refused(index_dir, tmp_path):
         (evil_dir / name).write_bytes((index_dir / name).read_bytes())
     marker = tmp_path / "code-ran"
     torch.save({"lm_head.weight": _Payload(str(marker))}, evil_dir / "pytorch_model.bin")
-    with pytest.raises(ModelError, match="holds Python objects besides tensors"):
+    with pytest.raises(ModelError, match="this file is a pickle that holds more than plain tensors") as raised:
         load_index_model(evil_dir, torch.float32)
-    assert not marker.exists()
+    assert not marker.exists() and raised.value.where == str(evil_dir / "pytorch_model.bin")
+    assert "weights_only" not in raised.value.message
 
 
 class _Payload:
@@ -185,16 +186,17 @@ def test_chat_renderer_trains_only_the_answer_and_its_end(index_dir, tokenizer):
     assert prompt == example.input_ids[: -len(answer) - 1] and prompt[-1] == 4
 
 
-def test_models_load_picks_the_native_path_unless_remote_code_is_trusted(index_dir, ws):
+@pytest.mark.parametrize("consent", [False, True])
+def test_models_load_takes_the_native_path_with_or_without_consent(consent, index_dir, ws):
+    """Index's own code (for transformers 4.39-4.43) is never needed: consent changes nothing here."""
     from transformers import LlamaForCausalLM
 
     from lora_studio import models
 
-    loaded = models.load(RunConfig(model_name_or_path=str(index_dir), dtype="float32"), ws)
+    loaded = models.load(RunConfig(model_name_or_path=str(index_dir), dtype="float32"), ws,
+                         trust_remote_code=consent)
     assert type(loaded.model) is LlamaForCausalLM and loaded.model_type == "index"
     assert loaded.renderer.chat_template == BUILTIN_TEMPLATES["index"]
-    assert models._uses_native_index({"model_type": "index"}, RunConfig())
-    assert not models._uses_native_index({"model_type": "index"}, RunConfig(trust_remote_code=True))
 
 
 # --- end to end ----------------------------------------------------------------------------------

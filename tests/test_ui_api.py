@@ -78,15 +78,19 @@ def test_named_endpoints_exist(studio):
 def test_endpoints_take_settings_by_their_names(studio):
     client, _ = studio
     every_setting = list(fields_by_name())
-    for endpoint in ("/start_training", "/load_dataset", "/preflight"):
-        assert parameters(client, endpoint) == every_setting, endpoint  # not param_0 ... param_34
-    assert parameters(client, "/inspect_record") == ["record", *every_setting]
+    consent = "trust_remote_code"  # the session's checkbox, no setting: what loads a model takes it
+    for endpoint in ("/start_training", "/load_dataset"):
+        assert parameters(client, endpoint) == [*every_setting, consent], endpoint  # not param_0 ... param_34
+    assert parameters(client, "/preflight") == every_setting  # reads config.json only, runs no code
+    assert parameters(client, "/inspect_record") == ["record", *every_setting, consent]
     assert parameters(client, "/dataset_page") == ["page", *every_setting]
+    assert parameters(client, "/resume_training") == ["run", consent]
+    assert parameters(client, "/model_facts") == ["model_name_or_path", consent]
     assert parameters(client, "/settings_yaml") == ["preset", *every_setting]
     assert parameters(client, "/save_preset") == ["name", *every_setting]
     sampling = list(SamplingConfig().to_dict())
     assert parameters(client, "/chat_compare") == ["message", "adapter", "model", "system", "base_history",
-                                                   "tuned_history", *sampling]
+                                                   "tuned_history", *sampling, consent]
 
 
 def test_load_and_inspect_dataset(studio):
@@ -126,7 +130,7 @@ def test_dataset_errors_are_readable_messages(studio):
     assert "there is no record 500" in str(error.value) and "1 to 102" in str(error.value)
     with pytest.raises(Exception) as error:
         client.predict(**settings(cutoff_len=3), api_name="/preflight")
-    assert "less than minimum value 16" in str(error.value)  # the number widget's own bound
+    assert "'cutoff_len' is 3, outside the allowed range [16, 131072]" in str(error.value)  # the setting's bound
     with pytest.raises(Exception) as error:
         client.predict(**settings(target_modules=["wq_proj"]), api_name="/preflight")
     assert "target_modules names wq_proj" in str(error.value) and "q_proj" in str(error.value)
@@ -191,6 +195,10 @@ def test_chat_compares_base_and_tuned(studio):
     base_answer, tuned_answer = base[-1]["content"][0]["text"], tuned[-1]["content"][0]["text"]
     assert message == "" and base[0]["content"][0]["text"] == "你是谁？"
     assert base_answer and tuned_answer and base_answer != tuned_answer
+    # a second turn: each pane's history comes back as the page sends it (raw, see tab_chat)
+    _, base, tuned = client.predict(message="你好", adapter=adapter, model="", system=SYSTEM, base_history=base,
+                                    tuned_history=tuned, max_new_tokens=8, temperature=0, api_name="/chat_compare")
+    assert len(base) == len(tuned) == 4 and tuned[1]["content"][0]["text"] == tuned_answer
 
 
 def test_share_without_auth_is_refused(capsys):
@@ -198,7 +206,7 @@ def test_share_without_auth_is_refused(capsys):
 
     assert main(["--share"]) == 2
     err = capsys.readouterr().err
-    assert "--auth USER:PASS" in err and "--share-without-auth" in err
+    assert "--auth USER:PASS" in err and "--insecure-no-auth" in err
 
 
 def test_i18n_tables_cover_every_setting():
@@ -246,8 +254,7 @@ def test_model_tab_downloads_with_progress_and_errors(studio, demo_model_dir, tm
             assert state.download.join(60) and state.download.state == "completed"
             _choices, table = client.predict("Owner/tiny", api_name="/refresh_models")
             assert ["Owner/tiny", "✓"] in [[row[0], row[2]] for row in table["data"]]  # listed, complete
-            facts = client.predict(model_name_or_path="Owner/tiny", trust_remote_code=False,
-                                   api_name="/model_facts")
+            facts = client.predict(model_name_or_path="Owner/tiny", api_name="/model_facts")
             assert "llama" in facts and "2 × 64" in facts  # read from the downloaded config
 
             client.predict(model_name_or_path="Owner/missing", api_name="/download_model")
@@ -275,7 +282,7 @@ def test_a_busy_port_is_a_clear_message(ws):
 
 
 def test_an_upload_never_replaces_a_different_dataset_of_the_same_name(tmp_path):
-    from lora_studio.ui.dataset_view import keep_upload
+    from lora_studio.ui.uploads import keep_upload
 
     first, second, folder = tmp_path / "a" / "qa.json", tmp_path / "b" / "qa.json", tmp_path / "data"
     for path, answer in ((first, "x"), (second, "y")):
@@ -377,10 +384,11 @@ def test_widgets_come_from_the_settings_metadata():
     assert isinstance(widgets[Setting.model_name_or_path], gr.Dropdown)
     assert widgets[Setting.gradient_checkpointing].choices == [("auto", "auto"), ("true", "true"), ("false", "false")]
     assert isinstance(widgets[Setting.dedupe], gr.Checkbox)
-    assert widgets[Setting.learning_rate].step == 1e-5 and widgets[Setting.cutoff_len].minimum == 16
+    # number boxes leave the bounds to the settings check (it names the field); sliders draw them
+    assert widgets[Setting.learning_rate].step == 1e-5 and widgets[Setting.cutoff_len].minimum is None
     temperature, top_k = sampling.widgets[SamplingSetting.temperature], sampling.widgets[SamplingSetting.top_k]
     assert isinstance(temperature, gr.Slider) and (temperature.minimum, temperature.maximum) == (0.0, 2.0)
-    assert isinstance(top_k, gr.Number) and top_k.precision == 0 and top_k.maximum == 1000
+    assert isinstance(top_k, gr.Number) and top_k.precision is None and top_k.maximum is None
     # by keyword, whatever order the widgets hand them back in
     built = sampling.to_config({SamplingSetting.top_k: 7.0, SamplingSetting.top_p: 0.5})
     assert (built.top_k, built.top_p) == (7, 0.5)
@@ -416,7 +424,7 @@ def test_the_word_counts_see_what_they_should():
     assert chinese("Records 102 「你是谁」 · trained: 训练。") == ["训练。"]
 
 
-@pytest.mark.parametrize("key", [key for key in CATALOGUE if key.startswith("ui.")])
+@pytest.mark.parametrize("key", [key for key in CATALOGUE if key.startswith(("ui.", "roots."))])
 def test_each_studio_text_reads_as_chinese_and_as_english(key):
     from .test_library_messages import filled
     from .ui_words import chinese, english_words, known_names

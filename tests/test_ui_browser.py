@@ -149,6 +149,71 @@ def test_a_chinese_reader_sees_no_english_words_of_ours(trained_studio_url, brow
     assert count == 0, found
 
 
+def toasts_after_load(page, url: str, field: str, value: str) -> list[str]:
+    """Open the data tab afresh, type `value` into `field` and press Load: the toasts that come up."""
+    page.goto(url)
+    open_tab(page, "zh", "data")
+    page.locator("#inspector-tokens .legend").wait_for()
+    box = page.get_by_label("数据文件") if field == "data_files" else page.locator(f"#field-{field} input")
+    box.fill(value)
+    box.press("Tab")
+    page.click("#data-load")
+    page.locator(".toast-body").first.wait_for()
+    page.wait_for_timeout(2500)  # a second event failing would have added its toast by now
+    return [text.lstrip("×\n") for text in page.locator(".toast-body").all_inner_texts()]
+
+
+def test_an_error_is_one_toast_that_names_the_field(trained_studio_url, browser):
+    """A bad value typed into a number box: one toast, the field's label and range, in Chinese; the YAML says so."""
+    context, page = new_page(browser, "zh")
+    shown = toasts_after_load(page, trained_studio_url, "cutoff_len", "-5")
+    page.screenshot(path=str(SHOTS / "error-zh-field.png"))
+    assert shown == ["【设置有误】 工作室的设置：'截断长度（cutoff_len）' 为 -5，超出允许范围 [16, 131072]。"], shown
+    assert english_words(shown[0], known_names()) == []
+    open_tab(page, "zh", "params")
+    yaml_text = page.inner_text("#settings-yaml")
+    assert "# 工作室的设置：'截断长度（cutoff_len）' 为 -5" in yaml_text and "cutoff_len: " not in yaml_text, yaml_text
+    # a fraction for a whole number, a dropout past its bound, and a file that is not there: one toast each
+    assert toasts_after_load(page, trained_studio_url, "cutoff_len", "300.5") == [
+        "【设置有误】 工作室的设置：'截断长度（cutoff_len）' 必须是整数，实际为 300.5。允许的值：16 到 131072 之间的整数。"]
+    shown = toasts_after_load(page, trained_studio_url, "max_samples", "-2")
+    assert len(shown) == 1 and "'最大样本数（max_samples）' 为 -2" in shown[0], shown
+    shown = toasts_after_load(page, trained_studio_url, "data_files", "data/no-such-file.json")
+    assert len(shown) == 1 and shown[0].startswith("【数据有问题】 data/no-such-file.json"), shown
+    shown = toasts_after_load(page, trained_studio_url, "data_files", "/etc/passwd")
+    page.screenshot(path=str(SHOTS / "error-zh-outside.png"))
+    assert len(shown) == 1 and "不在工作室可以读写的文件夹内" in shown[0] and "root:" not in shown[0], shown
+    assert english_words(shown[0], known_names()) == [], shown
+    context.close()
+
+
+def test_an_upload_is_kept_only_when_it_is_a_dataset(trained_studio_url, browser, tmp_path):
+    import json
+
+    good, bad = tmp_path / "宫中问答.json", tmp_path / "keys.json"
+    good.write_text(json.dumps([{"instruction": "你是谁？", "output": "臣妾甄嬛。"}] * 3, ensure_ascii=False),
+                    encoding="utf-8")
+    bad.write_text(json.dumps({"api_key": "s3cr3t-value"}), encoding="utf-8")
+    context, page = new_page(browser, "zh")
+    page.goto(trained_studio_url)
+    open_tab(page, "zh", "data")
+    page.locator("#inspector-tokens .legend").wait_for()
+    files = page.get_by_label("数据文件")
+    page.locator("#data-upload input[type=file]").set_input_files(str(good))
+    page.wait_for_function("() => (document.querySelector('#field-data_files textarea')?.value || '')"
+                           ".includes('宫中问答.json')")
+    assert "/workspace/data/宫中问答.json" in files.input_value()
+    page.locator("#data-doctor").get_by_text("3", exact=True).first.wait_for()  # the doctor read the upload
+    page.locator("#data-upload input[type=file]").set_input_files(str(bad))
+    page.locator(".toast-body").first.wait_for()
+    page.wait_for_timeout(2500)
+    shown = page.locator(".toast-body").all_inner_texts()
+    page.screenshot(path=str(SHOTS / "error-zh-upload.png"))
+    assert len(shown) == 1 and "keys.json：这个文件不是数据集" in shown[0] and "api_key" not in shown[0], shown
+    assert "宫中问答.json" in files.input_value()  # the settings still name the good upload
+    context.close()
+
+
 def test_an_english_reader_sees_no_chinese_but_the_data(trained_studio_url, browser):
     context, page = new_page(browser, "en")
     page.goto(trained_studio_url)

@@ -64,10 +64,10 @@ def build_app(studio: Studio):
             with tabs["chat"]:
                 chat_ui = tab_chat.build(studio, labels)
         tab_model.wire(studio, model_ui, form)
-        tab_data.wire(studio, data_ui, form)
+        tab_data.wire(studio, data_ui, form, model_ui.trust)
         tab_params.wire(studio, params_ui, form)
-        tab_train.wire(studio, train_ui, form)
-        tab_chat.wire(studio, chat_ui)
+        tab_train.wire(studio, train_ui, form, model_ui.trust)
+        tab_chat.wire(studio, chat_ui, model_ui.trust)
         wire_page_load(demo, studio, form, share_note, (model_ui, data_ui, params_ui, train_ui, chat_ui))
         tabs["chat"].select(chat_ui.on_refresh_click, chat_ui.adapter, chat_ui.adapter, api_visibility="private")
     demo.studio_i18n = labels.gradio
@@ -95,27 +95,40 @@ def wire_page_load(demo, studio: Studio, form, share_note, uis) -> None:
     demo.load(chat_ui.on_refresh_click, chat_ui.adapter, chat_ui.adapter, **private)
     demo.load(data_ui.on_page_load, None, [data_ui.histogram, data_ui.tokens], **private)
     # the table first; the doctor and inspector need the tokenizer (on a first start the demo
-    # model is still being built then), so they follow once it is there
+    # model is still being built then), so they follow once it is there, each only when the step
+    # before it worked: a failure is one message, not one per step
     demo.load(data_ui.on_records_load, data_ui.page, [data_ui.table, data_ui.page, data_ui.pages],
-              inputs_kwargs=settings, **private).then(
+              inputs_kwargs=settings, **private).success(
         data_ui.on_load_click, None, [data_ui.table, data_ui.page, data_ui.pages, data_ui.doctor, data_ui.histogram],
-        inputs_kwargs=settings, **private).then(
-        data_ui.on_inspect_click, data_ui.record, [data_ui.tokens, data_ui.summary], inputs_kwargs=settings,
-        **private)
+        inputs_kwargs=data_ui.with_trust, **private).success(
+        data_ui.on_inspect_click, data_ui.record, [data_ui.tokens, data_ui.summary],
+        inputs_kwargs=data_ui.with_trust, **private)
 
 
 def launch(demo, studio: Studio, host: str = "127.0.0.1", port: int | None = 7860, share: bool = False,
-           auth: tuple[str, str] | None = None, block: bool = True, console: str | None = None):
+           auth: list[tuple[str, str]] | tuple[str, str] | None = None, block: bool = True,
+           console: str | None = None):
     """Start the server; returns (local_url, share_url). With share and no link, the page says so.
 
-    `console` is the language of the lines printed here (the CLI's); by default the page's forced one.
+    `auth` is one (user, password) or a list of them. Uploads over the studio's limit are refused by
+    Gradio before they are stored (and by the upload handler too); failed logins go through the
+    studio's limiter (access.LoginGuard). `console` is the language of the lines printed here (the
+    CLI's); by default the page's forced one.
     """
+    from starlette.middleware import Middleware
+
+    from .access import LoginGuard
+
     lang = console or studio.lang or DEFAULT_LANGUAGE
     try:
+        if isinstance(auth, tuple):
+            auth = [auth]
         _app, local_url, share_url = demo.launch(
-            server_name=host, server_port=port, share=share, auth=auth, prevent_thread_lock=True,
+            server_name=host, server_port=port, share=share, auth=studio.logins.checker(auth) if auth else None,
+            prevent_thread_lock=True,
             i18n=demo.studio_i18n, theme=gr.themes.Soft(), css=CSS, footer_links=["api"], quiet=True,
-            show_error=True)
+            show_error=True, max_file_size=studio.max_upload_bytes,
+            app_kwargs={"middleware": [Middleware(LoginGuard, limiter=studio.logins)]})
     except OSError as exc:  # Gradio says "Cannot find empty port" when another program holds it
         if port is None or "port" not in str(exc).lower():
             raise

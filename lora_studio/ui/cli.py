@@ -1,20 +1,30 @@
 """The `studio` command: `python studio.py [--host H] [--port P] [--share] [--auth USER:PASS] ...`.
 
-Parsing and the share/auth policy live here; building and launching the app is app.py's job. The
+Parsing and the exposure policy live here; building and launching the app is app.py's job. The
 CLI hands over `args.workspace` (a Workspace) and `args.lang` (the console's language); the page
 follows each reader's browser unless --lang was given.
+
+Exposure: the studio reads datasets, trains and chats for whoever reaches its page. On this machine
+only (a loopback --host, no --share) no login is needed; a page others can reach (--share, or a
+--host such as 0.0.0.0) needs --auth, unless --insecure-no-auth says it is meant (the older
+--share-without-auth is the same flag). --auth may be given once per user; with logins, each
+user's jobs are theirs to stop (access.py). --allow-path opens a folder beyond the workspace and the
+bundled data/ and presets/ to the page; --max-upload-mb limits an upload.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import threading
 import time
 
 from ..errors import ConfigError
 from ..i18n import language_from_env, msg, text
+from .uploads import DEFAULT_LIMIT_MB, MB
 
 AUTH_ENV = "LORA_STUDIO_AUTH"
+LOOPBACK_NAMES = ("localhost",)
 
 
 def register(sub, lang: str | None = None) -> None:
@@ -25,23 +35,56 @@ def register(sub, lang: str | None = None) -> None:
     studio.add_argument("--host", default="127.0.0.1", help=help_text("ui.help_host", lang))
     studio.add_argument("--port", type=int, default=7860, help=help_text("ui.help_port", lang))
     studio.add_argument("--share", action="store_true", help=help_text("ui.help_share", lang))
-    studio.add_argument("--share-without-auth", action="store_true", help=help_text("ui.help_share_without_auth", lang))
-    studio.add_argument("--auth", metavar="USER:PASS", help=help_text("ui.help_auth", lang, variable=AUTH_ENV))
+    studio.add_argument("--insecure-no-auth", "--share-without-auth", dest="insecure_no_auth", action="store_true",
+                        help=help_text("ui.help_insecure_no_auth", lang))
+    studio.add_argument("--auth", metavar="USER:PASS", action="append",
+                        help=help_text("ui.help_auth", lang, variable=AUTH_ENV))
+    studio.add_argument("--allow-path", metavar="DIR", action="append", default=[],
+                        help=help_text("ui.help_allow_path", lang))
+    studio.add_argument("--max-upload-mb", type=float, default=DEFAULT_LIMIT_MB, metavar="MB",
+                        help=help_text("ui.help_max_upload_mb", lang, default=DEFAULT_LIMIT_MB))
     studio.set_defaults(func=run)
 
 
-def parse_auth(text_value: str | None) -> tuple[str, str] | None:
-    if not text_value:
-        return None
-    user, sep, password = text_value.partition(":")
-    if not sep or not user or not password:
-        raise ConfigError(msg("ui.auth_format"), f"--auth / {AUTH_ENV}", msg("ui.auth_format_fix"))
-    return user, password
+def parse_auth(values) -> list[tuple[str, str]] | None:
+    """The logins of --auth (each USER:PASS; the flag once per user) or of $LORA_STUDIO_AUTH (one)."""
+    if isinstance(values, str):
+        values = [values]
+    logins = []
+    for value in values or []:
+        user, sep, password = value.partition(":")
+        if not sep or not user or not password:
+            raise ConfigError(msg("ui.auth_format"), f"--auth / {AUTH_ENV}", msg("ui.auth_format_fix"))
+        logins.append((user, password))
+    return logins or None
 
 
-def check_share(share: bool, auth, share_without_auth: bool) -> None:
-    if share and auth is None and not share_without_auth:
-        raise ConfigError(msg("ui.share_needs_auth"), "--share", msg("ui.share_needs_auth_fix", variable=AUTH_ENV))
+def is_loopback(host: str) -> bool:
+    """Whether only this machine can reach a server listening on `host`."""
+    host = (host or "").strip().strip("[]").lower()
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to an address others reach
+
+
+def check_exposure(host: str, share: bool, auth, insecure_no_auth: bool) -> None:
+    """Refuse a page others can reach (--share, a --host other than loopback) without a login."""
+    if auth is not None or insecure_no_auth:
+        return
+    if share:
+        raise ConfigError(msg("ui.share_needs_auth"), "--share", msg("ui.needs_auth_fix", variable=AUTH_ENV))
+    if not is_loopback(host):
+        raise ConfigError(msg("ui.host_needs_auth", host=host), "--host", msg("ui.needs_auth_fix", variable=AUTH_ENV))
+
+
+def upload_limit(megabytes: float) -> int:
+    if not megabytes > 0:
+        raise ConfigError(msg("ui.upload_limit_invalid", value=megabytes), "--max-upload-mb",
+                          msg("ui.upload_limit_invalid_fix", default=DEFAULT_LIMIT_MB))
+    return int(megabytes * MB)
 
 
 def page_language(args) -> str | None:
@@ -56,11 +99,14 @@ def page_language(args) -> str | None:
 def run(args) -> int:
     started = time.perf_counter()
     auth = parse_auth(args.auth or os.environ.get(AUTH_ENV))
-    check_share(args.share, auth, args.share_without_auth)
+    check_exposure(args.host, args.share, auth, args.insecure_no_auth)
+    limit = upload_limit(args.max_upload_mb)
+    from ..workspace import ensure_writable
     from .app import build_app, launch
     from .state import Studio
 
-    studio = Studio(args.workspace, lang=page_language(args))
+    ensure_writable(args.workspace)  # a read-only workspace, or one that is a file, is said at start
+    studio = Studio(args.workspace, lang=page_language(args), allowed=tuple(args.allow_path), max_upload_bytes=limit)
     demo = build_app(studio)
     print(text("ui.built", args.lang, workspace=studio.workspace.root, seconds=time.perf_counter() - started),
           flush=True)

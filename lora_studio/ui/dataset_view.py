@@ -156,23 +156,3 @@ def pick(records: list, number) -> object:
 def inspector_summary(counts: dict, lang: str) -> str:
     key = "ui.inspector_truncated" if counts["truncated"] else "ui.inspector_summary"
     return text(key, lang, tokens=counts["tokens"], trained=counts["trained"], key=Setting.cutoff_len)
-
-
-def keep_upload(source: Path, folder: Path) -> Path:
-    """Copy an uploaded file into `folder`, never over a different file already there.
-
-    The same bytes uploaded again reuse the earlier copy; a different file of the same name becomes
-    name-2.json, name-3.json, ...: a dataset a past run trained on is never replaced under it.
-    """
-    import filecmp
-    import shutil
-
-    folder.mkdir(parents=True, exist_ok=True)
-    destination, number = folder / source.name, 1
-    while destination.exists():
-        if filecmp.cmp(source, destination, shallow=False):
-            return destination
-        number += 1
-        destination = folder / f"{source.stem}-{number}{source.suffix}"
-    shutil.copyfile(source, destination)
-    return destination

@@ -1,7 +1,9 @@
 """The one `Studio` object every tab shares, and the guard that turns handler errors into messages.
 
-A studio owns what lives longer than a page: the workspace (passed in), the training slot (one job at
-a time), the chat engine (one base model in memory), the current download, the runs index (scanned
+A studio owns what lives longer than a page: the workspace (passed in), the roots a page may read
+(roots.py: the workspace, the bundled data/ and presets/, the `--allow-path` folders), the upload
+limit, the login limiter and who started which job (access.py), the training slot (one job at a
+time), the chat engine (one base model in memory), the current download, the runs index (scanned
 once per poll) and the chat renderers it has built (tokenizers, no weights). `app.build_app` gets it
 and passes it to each tab's builder; nothing here is module-level state.
 """
@@ -22,9 +24,13 @@ from ..config import RunConfig
 from ..errors import StudioError, debugging, describe, error_kind
 from ..events import file_stamp, read_events
 from ..jobs import JobSlot
+from ..roots import Roots
 from ..runs import RunInfo, RunsIndex
 from ..workspace import Workspace
+from . import paths
+from .access import LoginLimiter, Owners, user_of
 from .i18n import language_of, say
+from .uploads import DEFAULT_LIMIT_MB, MB
 
 log = logging.getLogger("lora_studio.ui")
 
@@ -36,13 +42,19 @@ class Studio:
     training: JobSlot = field(default_factory=JobSlot)
     downloads: JobSlot = field(default_factory=JobSlot)  # one model download at a time
     share_note: tuple | None = None         # (catalogue key, url): what the page says about --share
+    allowed: tuple = ()                     # --allow-path folders a page may read besides the workspace
+    max_upload_bytes: int = DEFAULT_LIMIT_MB * MB
+    logins: LoginLimiter = field(default_factory=LoginLimiter)
+    owners: Owners = field(default_factory=Owners)  # who started each job and run (access.py)
     chat: ChatEngine = field(init=False)
     runs: RunsIndex = field(init=False)
+    roots: Roots = field(init=False)
     _renderers: dict = field(default_factory=dict, init=False, repr=False)
     _events: dict = field(default_factory=dict, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self):
+        self.roots = Roots.for_studio(self.workspace, self.allowed)
         self.chat = ChatEngine(self.workspace)
         self.runs = RunsIndex(self.workspace)
 
@@ -71,15 +83,36 @@ class Studio:
                 cached = self._events[path] = (stamp, read_events(path))
             return cached[1]
 
-    def renderer(self, config: RunConfig):
+    def start(self, slot: JobSlot, make, request):
+        """Start a job in `slot` and record who started it, under the lock `control` checks with."""
+        with self.owners.lock:
+            job = slot.launch(make)
+            self.owners.record(job, user_of(request))
+        return job
+
+    def control(self, job_or_run, request, name: str, action: str) -> None:
+        """JobError unless this request's user may stop (cancel, resume) what another session started."""
+        self.owners.require(job_or_run, user_of(request), name, action)
+
+    def checked(self, config: RunConfig, data: bool = True, model: bool = True) -> RunConfig:
+        """The config once its dataset files and model are inside the roots (see ui/paths.py)."""
+        if data:
+            paths.dataset_files(self.roots, config.data_files)
+        if model:
+            paths.check_model(self.roots, config.model_name_or_path, self.workspace)
+        return config
+
+    def renderer(self, config: RunConfig, trust_remote_code: bool = False):
         """The ChatRenderer (with its tokenizer) for the config's model; built once, loads no weights."""
         from .. import models
 
+        self.checked(config, data=False)
         path = models.resolve_model_path(config.model_name_or_path, self.workspace)
-        key = (str(path), config.template, config.trust_remote_code, config.system_prompt)
+        key = (str(path), config.template, trust_remote_code, config.system_prompt)
         with self._lock:
             if key not in self._renderers:
-                self._renderers[key] = models.renderer_for(config, self.workspace)
+                self._renderers[key] = models.renderer_for(config, self.workspace,
+                                                           trust_remote_code=trust_remote_code)
             return self._renderers[key]
 
     def guarded(self, fn):
@@ -130,5 +163,6 @@ def _raise_readable(exc: BaseException, name: str, lang: str):
     title = say(error_kind(exc), lang)
     # gr.Error renders its message as HTML: escape file names and record text. Gradio 6.31's toast
     # heads every error "Error" whatever the title, so the heading goes first in the text.
-    raise gr.Error(f"【{html.escape(title)}】 {html.escape(user_message(exc, lang))}", duration=None,
-                   title=title, print_exception=False) from None
+    # Quotes stay as they are: the text is an element's content, never an attribute, and API clients read it.
+    shown = f"【{html.escape(title, quote=False)}】 {html.escape(user_message(exc, lang), quote=False)}"
+    raise gr.Error(shown, duration=None, title=title, print_exception=False) from None

@@ -3,17 +3,17 @@
 The studio's ChatEngine keeps one base model in memory for both panes; picking another adapter of
 the same base attaches it without reloading. The sampling widgets are generated from SamplingConfig's
 metadata and shared by both panes; the handler takes them by name and builds the SamplingConfig by
-keyword.
+keyword. The adapter and the model are read only inside the studio's roots (ui/paths.py), and the
+model's own code runs only with the model tab's consent checkbox on, whatever the run's files say.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from types import SimpleNamespace
 
 import gradio as gr
 
-from ..chat import ZHEN_HUAN_SYSTEM_PROMPT, resolve_adapter_dir, run_config_for
+from ..chat import ZHEN_HUAN_SYSTEM_PROMPT, run_config_for
 from ..config import RunConfig
 from ..errors import ModelError
 from ..i18n import msg
@@ -22,7 +22,9 @@ from ..runs import RunInfo, adapter_dirs
 from ..sampling import SamplingConfig, sampling_from_dict
 from .form import SettingsForm
 from .i18n import language_of, say
+from .paths import adapter_folder, check_model
 from .state import Studio
+from .tab_model import TRUST
 
 # data, not our words: questions the Zhen Huan sample answers, and one in another language
 PROBES = ("你是谁？", "你好", "你的父亲是谁？", "皇上最近可好？", "Who are you?")
@@ -50,17 +52,22 @@ def flatten(history: list) -> list[dict]:
     return messages
 
 
-def prepare(studio: Studio, adapter: str | None, model: str | None) -> bool:
+def prepare(studio: Studio, adapter: str | None, model: str | None, trust_remote_code: bool = False) -> bool:
     """Load the base model (once) and attach the adapter; False when chatting without one."""
     engine = studio.chat
     model = (model or "").strip()
+    if model:
+        check_model(studio.roots, model, studio.workspace)
     if adapter:
-        folder = resolve_adapter_dir(Path(adapter))
+        folder = adapter_folder(studio.roots, adapter)
         config = run_config_for(folder)
-        engine.load_base(config.replace(model_name_or_path=model) if model else config)
+        if not model:
+            check_model(studio.roots, config.model_name_or_path, studio.workspace)  # the run's model
+        engine.load_base(config.replace(model_name_or_path=model) if model else config,
+                         trust_remote_code=trust_remote_code)
         engine.set_adapter(folder)
         return True
-    engine.load_base(RunConfig(model_name_or_path=model or DEMO_MODEL))
+    engine.load_base(RunConfig(model_name_or_path=model or DEMO_MODEL), trust_remote_code=trust_remote_code)
     engine.set_adapter(None)
     return False
 
@@ -90,16 +97,18 @@ def build(studio: Studio, labels) -> SimpleNamespace:
     return ui
 
 
-def wire(studio: Studio, ui: SimpleNamespace) -> None:
+def wire(studio: Studio, ui: SimpleNamespace, trust) -> None:
+    """`trust` is the model tab's consent checkbox."""
     @studio.guarded
     def on_send_click(message, adapter, model, system, base_history, tuned_history, request: gr.Request,
                       **sampling):
-        message = (message or "").strip()
+        trusted = sampling.pop(TRUST, False) is True
+        settings = ui.sampling.to_config(sampling)  # a bad value is reported before a model is loaded
+        message = str(message or "").strip()
         if not message:
             raise ModelError(msg("ui.empty_message"), msg("ui.where_chat"), msg("ui.empty_message_fix"))
-        if not prepare(studio, adapter, model):
+        if not prepare(studio, str(adapter or ""), str(model or ""), trusted):
             gr.Warning(say("ui.no_adapter", language_of(request, studio.lang)))
-        settings = ui.sampling.to_config(sampling)
         # each pane continues its own conversation: the same questions, its own earlier answers
         turn = {"role": "user", "content": message}
         base = list(base_history or []) + [turn]
@@ -115,12 +124,14 @@ def wire(studio: Studio, ui: SimpleNamespace) -> None:
 
     chat_inputs = [ui.message, ui.adapter, ui.model, ui.system, ui.base, ui.tuned]
     chat_outputs = [ui.message, ui.base, ui.tuned]
+    # raw values (preprocess=False): a slider's own check would refuse out-of-range values in English,
+    # before the sampling check names the field (see form.py); histories are flattened either way
     chat = dict(fn=on_send_click, inputs=chat_inputs, outputs=chat_outputs,
-                inputs_kwargs=ui.sampling.widgets_by_name())
+                inputs_kwargs={**ui.sampling.widgets_by_name(), TRUST: trust}, preprocess=False)
     ui.send.click(**chat, api_name="chat_compare")
     ui.message.submit(**chat, api_visibility="private")
     for button, probe in zip(ui.probes, PROBES):
-        button.click(lambda p=probe: p, None, ui.message, api_visibility="private").then(
+        button.click(lambda p=probe: p, None, ui.message, api_visibility="private").success(
             **chat, api_visibility="private")
     ui.clear.click(lambda: ([], [], ""), None, [ui.base, ui.tuned, ui.message], api_name="chat_clear")
     ui.refresh.click(on_refresh_click, ui.adapter, ui.adapter, api_name="list_adapters")

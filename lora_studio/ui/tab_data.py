@@ -2,7 +2,9 @@
 
 Handlers take the settings by name (`form.widgets_by_name()`), so what the doctor and the inspector
 show is exactly what a run started now would train on: same files, template, system prompt, cutoff
-and dedupe.
+and dedupe. Files are read only inside the studio's roots and only when they are datasets
+(ui/paths.py); uploads are checked before they are kept (ui/uploads.py). A step that follows another
+runs on its success only, so a failure is one message, not one per step.
 """
 
 from __future__ import annotations
@@ -13,10 +15,13 @@ from types import SimpleNamespace
 import gradio as gr
 
 from ..config import RunConfig, Setting, fields_in_group
+from ..i18n import msg
 from . import dataset_view as view
-from .form import is_compact
+from .form import checked_number, is_compact
 from .i18n import language_of, say
 from .state import Studio
+from .tab_model import TRUST
+from .uploads import keep_uploads
 
 
 def build(studio: Studio, form, labels, config: RunConfig) -> SimpleNamespace:
@@ -30,7 +35,7 @@ def build(studio: Studio, form, labels, config: RunConfig) -> SimpleNamespace:
                 ui.sample = gr.Button(labels("ui.data_sample"), size="sm")
                 ui.load = gr.Button(labels("ui.data_load"), variant="primary", size="sm", elem_id="data-load")
             ui.upload = gr.File(label=labels("ui.data_upload"), file_count="multiple",
-                                file_types=[".json", ".jsonl"], height=120)
+                                file_types=[".json", ".jsonl"], height=120, elem_id="data-upload")
         with gr.Column(scale=1):
             form.render(compact, config)
     with gr.Row():
@@ -39,8 +44,8 @@ def build(studio: Studio, form, labels, config: RunConfig) -> SimpleNamespace:
                                     elem_id="data-table", column_widths=["6%", "18%", "30%", "46%"])
             with gr.Row():
                 ui.prev = gr.Button(labels("ui.data_prev"), size="sm")
-                ui.page = gr.Number(1, label=labels("ui.data_page"), precision=0, minimum=1, show_label=False,
-                                    container=False)
+                # no minimum or precision: the handler checks the number (Gradio would refuse in English)
+                ui.page = gr.Number(1, label=labels("ui.data_page"), show_label=False, container=False)
                 ui.pages = gr.Markdown("/ 1")
                 ui.next = gr.Button(labels("ui.data_next"), size="sm")
         with gr.Column(scale=2):
@@ -50,7 +55,7 @@ def build(studio: Studio, form, labels, config: RunConfig) -> SimpleNamespace:
                                       color_map=view.color_map(view.FIT_COLORS))
     with gr.Accordion(labels("ui.data_inspector"), open=True):
         with gr.Row():
-            ui.record = gr.Number(1, label=labels("ui.data_record"), precision=0, minimum=1, scale=1)
+            ui.record = gr.Number(1, label=labels("ui.data_record"), scale=1)
             ui.inspect = gr.Button(labels("ui.data_inspect"), size="sm", scale=0, elem_id="data-inspect")
             ui.summary = gr.Markdown(elem_id="inspector-summary")
         ui.tokens = gr.HighlightedText(label=labels("ui.data_tokens"), show_legend=True, combine_adjacent=False,
@@ -59,21 +64,29 @@ def build(studio: Studio, form, labels, config: RunConfig) -> SimpleNamespace:
     return ui
 
 
-def wire(studio: Studio, ui: SimpleNamespace, form) -> None:
+def wire(studio: Studio, ui: SimpleNamespace, form, trust) -> None:
+    """`trust` is the model tab's consent checkbox: the doctor and the inspector load the tokenizer."""
     import pandas as pd
 
     settings = form.widgets_by_name()
+    with_trust = {**settings, TRUST: trust}
     guarded = studio.guarded
 
     def records_table(records, page: int, lang: str):
         return pd.DataFrame(view.page_rows(records, page, lang), columns=view.table_headers(lang))
 
+    def records_of(values: dict):
+        """(config, records) of the settings a handler got, the files checked against the roots first."""
+        values.pop(TRUST, None)
+        config = studio.checked(form.to_config(values), model=False)
+        return config, view.load(config)
+
     @guarded
     def on_load_click(request: gr.Request, **values):
-        config = form.to_config(values)
+        trusted = values.get(TRUST) is True
+        config, records = records_of(values)
         lang = language_of(request, studio.lang)
-        records = view.load(config)
-        markdown, bars = view.doctor(records, config, studio.renderer(config), lang)
+        markdown, bars = view.doctor(records, config, studio.renderer(config, trusted), lang)
         frame = pd.DataFrame(bars, columns=[view.LENGTH, view.COUNT, view.FITS])
         # a plain frame: Gradio 6.31 ignores a second update that also sets `sort` (the bins are
         # labelled so that their alphabetical order is their numeric one)
@@ -81,16 +94,19 @@ def wire(studio: Studio, ui: SimpleNamespace, form) -> None:
 
     @guarded
     def on_page_change(page, request: gr.Request, **values):
-        records = view.load(form.to_config(values))
-        page = min(max(1, int(page or 1)), view.page_count(records))
+        page = checked_number(page, msg("ui.data_page"), 1, msg("ui.where_table"))
+        _config, records = records_of(values)
+        page = min(page, view.page_count(records))
         return records_table(records, page, language_of(request, studio.lang)), page, f"/ {view.page_count(records)}"
 
     @guarded
     def on_inspect_click(record, request: gr.Request, **values):
-        config = form.to_config(values)
+        number = checked_number(record, msg("ui.data_record"), 1, msg("ui.where_inspector"))
+        trusted = values.get(TRUST) is True
+        config, records = records_of(values)
         lang = language_of(request, studio.lang)
-        chosen = view.pick(view.load(config), record)
-        segments, counts = view.token_segments(chosen, studio.renderer(config), config.cutoff_len, lang)
+        chosen = view.pick(records, number)
+        segments, counts = view.token_segments(chosen, studio.renderer(config, trusted), config.cutoff_len, lang)
         return segments, view.inspector_summary(counts, lang)
 
     def on_page_load(request: gr.Request):
@@ -106,31 +122,32 @@ def wire(studio: Studio, ui: SimpleNamespace, form) -> None:
 
     @guarded
     def on_upload_upload(files, request: gr.Request):
-        saved = []
-        for file in files or []:
-            # the run config must not point at Gradio's temporary copy
-            source = Path(file if isinstance(file, str) else file.name)
-            saved.append(str(view.keep_upload(source, studio.workspace.data)))
-        return "\n".join(saved) if saved else gr.update()
+        from gradio.utils import get_upload_folder
+
+        kept = keep_uploads(files, studio.workspace.data, Path(get_upload_folder()), studio.max_upload_bytes)
+        # the picker is emptied: its files were Gradio's copies, removed now
+        return ("\n".join(str(path) for path in kept) if kept else gr.update()), None
 
     loaded_outputs = [ui.table, ui.page, ui.pages, ui.doctor, ui.histogram]
     inspected = [ui.tokens, ui.summary]
     paged = [ui.table, ui.page, ui.pages]
     private = {"api_visibility": "private"}
-    loaded = ui.load.click(on_load_click, None, loaded_outputs, inputs_kwargs=settings, api_name="load_dataset")
-    loaded.then(on_inspect_click, ui.record, inspected, inputs_kwargs=settings, **private)
-    ui.inspect.click(on_inspect_click, ui.record, inspected, inputs_kwargs=settings, api_name="inspect_record")
-    ui.record.submit(on_inspect_click, ui.record, inspected, inputs_kwargs=settings, **private)
+    loaded = ui.load.click(on_load_click, None, loaded_outputs, inputs_kwargs=with_trust, api_name="load_dataset")
+    loaded.success(on_inspect_click, ui.record, inspected, inputs_kwargs=with_trust, **private)
+    ui.inspect.click(on_inspect_click, ui.record, inspected, inputs_kwargs=with_trust, api_name="inspect_record")
+    ui.record.submit(on_inspect_click, ui.record, inspected, inputs_kwargs=with_trust, **private)
     ui.page.submit(on_page_change, ui.page, paged, inputs_kwargs=settings, api_name="dataset_page")
     for button, move in ((ui.prev, -1), (ui.next, 1)):
-        button.click(lambda p, move=move: max(1, int(p or 1) + move), ui.page, ui.page, **private).then(
+        button.click(lambda p, move=move: max(1, int(p or 1) + move), ui.page, ui.page, **private).success(
             on_page_change, ui.page, paged, inputs_kwargs=settings, **private)
     data_files = form.widgets[Setting.data_files]
-    ui.sample.click(on_sample_click, None, data_files, **private).then(
-        on_load_click, None, loaded_outputs, inputs_kwargs=settings, **private)
-    ui.upload.upload(on_upload_upload, ui.upload, data_files, **private).then(
-        on_load_click, None, loaded_outputs, inputs_kwargs=settings, **private)
+    ui.sample.click(on_sample_click, None, data_files, **private).success(
+        on_load_click, None, loaded_outputs, inputs_kwargs=with_trust, **private)
+    ui.upload.upload(on_upload_upload, ui.upload, [data_files, ui.upload], preprocess=False, show_progress="minimal",
+                     api_name="upload_dataset").success(
+        on_load_click, None, loaded_outputs, inputs_kwargs=with_trust, **private)
     ui.on_load_click = on_load_click
     ui.on_records_load = on_page_change  # the table alone needs no tokenizer: the page opens with it
     ui.on_inspect_click = on_inspect_click
     ui.on_page_load = on_page_load
+    ui.with_trust = with_trust

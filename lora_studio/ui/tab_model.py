@@ -2,6 +2,10 @@
 
 Everything here is worded per request, in the reader's language: the facts table, the catalog and
 workspace tables (Gradio does not translate table headers), the model choices and the download line.
+
+The "trust remote code" checkbox is the session's consent to run code a model ships; it is no
+setting (no file can give it) and starts off on every page load. Every handler that loads a model
+or a tokenizer takes it by the name TRUST.
 """
 
 from __future__ import annotations
@@ -18,14 +22,17 @@ from ..config import Setting, fields_in_group
 from ..errors import ModelError
 from ..hub_local import format_bytes, list_local_models
 from ..i18n import msg, text
-from ..models import DEMO_MODEL, hub_folder_name
+from ..models import DEMO_MODEL, resolve_model_path
+from ..remote_code import code_files
+from ..roots import Roots
 from ..workspace import Workspace
 from .i18n import clock, language_of
+from .paths import check_model
 from .state import Studio
 
 # the settings a download takes, by name: the model's id, where from, which revision
 DOWNLOAD_SETTINGS = (Setting.model_name_or_path, Setting.model_source, Setting.model_revision)
-FACT_SETTINGS = (Setting.model_name_or_path, Setting.trust_remote_code)
+TRUST = "trust_remote_code"  # the consent checkbox's parameter name in every handler that loads a model
 LOCAL_COLUMNS = ("ui.col_name", "ui.col_size", "ui.col_complete", "ui.col_folder")
 CATALOG_COLUMNS = ("ui.col_model", "ui.col_id", "ui.col_params", "ui.col_download_gb", "ui.col_train_gb",
                    "ui.col_remote_code", "ui.col_licence")
@@ -46,11 +53,16 @@ def model_choices(workspace: Workspace, lang: str) -> list[tuple[str, str]]:
     return choices
 
 
-def model_facts(name: str, trust_remote_code: bool, workspace: Workspace, lang: str) -> str:
-    """Markdown facts about a model, from the catalog and its config.json when it is on disk."""
+def model_facts(name: str, trust_remote_code: bool, workspace: Workspace, lang: str,
+                roots: Roots | None = None) -> str:
+    """Markdown facts about a model, from the catalog and its config.json when it is on disk (in the roots)."""
     name = (name or DEMO_MODEL).strip()
     entry = find_entry(name)
-    config, folder = _local_config(name, workspace)
+    refused = None
+    try:
+        config, folder = _local_config(name, workspace, roots or Roots.for_studio(workspace))
+    except ModelError as exc:  # a folder outside the roots: said in place, while the name is being typed
+        (config, folder), refused = (None, None), exc.render(lang)
     rows = [("ui.fact_model", name)]
     if entry:
         rows += [("ui.fact_parameters", entry.parameters_label),
@@ -67,12 +79,14 @@ def model_facts(name: str, trust_remote_code: bool, workspace: Workspace, lang: 
                                              lang)))
     table = [f"| {text(key, lang)} | {html.escape(str(value))} |" for key, value in rows]
     lines = [table[0], "|---|---|", *table[1:]]  # the model's name heads the table
-    if (entry.needs_remote_code if entry else False) or bool(config and config.get("auto_map")):
+    if (entry.needs_remote_code if entry else False) or bool(folder and code_files(folder, config)):
         key = "ui.remote_code_on" if trust_remote_code else "ui.remote_code_off"
-        lines.append("\n⚠️ " + text(key, lang, key=Setting.trust_remote_code))
+        lines.append("\n⚠️ " + text(key, lang, key=text("ui.trust_remote_code", lang)))
     if entry:
         lines.append("\n" + entry.notes(lang))
-    if not entry and config is None and name != DEMO_MODEL:
+    if refused:
+        lines.append(f"\n<span class='studio-error'>{html.escape(refused)}</span>")
+    elif not entry and config is None and name != DEMO_MODEL:
         lines.append("\n" + text("ui.model_unknown", lang))
     return "\n".join(lines)
 
@@ -83,15 +97,18 @@ def _weights_dtype(config: dict) -> str:
     return str(config.get("torch_dtype") or config.get("dtype") or "?")
 
 
-def _local_config(name: str, workspace: Workspace) -> tuple[dict | None, Path | None]:
-    candidates = [Path(name).expanduser(), workspace.models / name, workspace.models / hub_folder_name(name)]
-    for folder in candidates:
-        try:
-            if (folder / "config.json").is_file():
-                return json.loads((folder / "config.json").read_text(encoding="utf-8")), folder
-        except (OSError, ValueError):
-            continue
-    return None, None
+def _local_config(name: str, workspace: Workspace, roots: Roots) -> tuple[dict | None, Path | None]:
+    """The model's config.json where the library would load it; a ModelError for a folder outside the roots."""
+    from ..demo_model import demo_model_path
+
+    check_model(roots, name, workspace)
+    try:
+        # the demo model is read where it will be built, not built for a look at its facts
+        folder = demo_model_path(workspace) if name == DEMO_MODEL else resolve_model_path(name, workspace)
+        values = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (ModelError, OSError, ValueError):
+        return None, None
+    return (values, folder) if isinstance(values, dict) else (None, None)
 
 
 def _frame(keys: tuple, rows: list[list], lang: str):
@@ -147,6 +164,9 @@ def build(studio: Studio, form, labels) -> SimpleNamespace:
         with gr.Column(scale=3):
             form.render(fields_in_group("model"))
             ui.name = form.widgets[Setting.model_name_or_path]
+            # consent for this page only: value False on every load, never read from a file
+            ui.trust = gr.Checkbox(False, label=labels("ui.trust_remote_code"),
+                                   info=labels("ui.trust_remote_code_help"), elem_id="trust-remote-code")
             with gr.Row():
                 ui.download = gr.Button(labels("ui.model_download"), variant="primary", size="sm")
                 ui.cancel = gr.Button(labels("ui.model_cancel"), size="sm")
@@ -163,12 +183,12 @@ def build(studio: Studio, form, labels) -> SimpleNamespace:
 
 def wire(studio: Studio, ui: SimpleNamespace, form) -> None:
     guarded = studio.guarded
-    facts_inputs = {name: form.widgets[name] for name in FACT_SETTINGS}
+    facts_inputs = {Setting.model_name_or_path: ui.name, TRUST: ui.trust}
     download_inputs = {name: form.widgets[name] for name in DOWNLOAD_SETTINGS}
 
     def facts(settings: dict, lang: str) -> str:
-        return model_facts(settings[Setting.model_name_or_path], settings[Setting.trust_remote_code],
-                           studio.workspace, lang)
+        return model_facts(str(settings[Setting.model_name_or_path] or ""), settings[TRUST] is True,
+                           studio.workspace, lang, studio.roots)
 
     @guarded
     def on_name_change(request: gr.Request, **settings):
@@ -184,17 +204,21 @@ def wire(studio: Studio, ui: SimpleNamespace, form) -> None:
     def on_download_click(request: gr.Request, **settings):
         from ..hub import DownloadJob
 
-        name = (settings[Setting.model_name_or_path] or "").strip()
+        values = form.checked(settings)
+        name = values[Setting.model_name_or_path].strip()
         if name == DEMO_MODEL:
             raise ModelError(msg("ui.demo_not_downloaded"), DEMO_MODEL, msg("ui.demo_not_downloaded_fix"))
-        job = studio.downloads.launch(lambda: DownloadJob(name, studio.workspace, settings[Setting.model_source],
-                                                          settings[Setting.model_revision]))
+        job = studio.start(studio.downloads, lambda: DownloadJob(name, studio.workspace, values[Setting.model_source],
+                                                                 values[Setting.model_revision]), request)
         return download_html(job, language_of(request, studio.lang)), gr.Timer(active=True)
 
+    @guarded
     def on_cancel_click(request: gr.Request):
-        if studio.download is not None:
-            studio.download.cancel()
-        return download_html(studio.download, language_of(request, studio.lang))
+        job = studio.download
+        if job is not None and job.is_active:
+            studio.control(job, request, job.model_id, "cancel")
+            job.cancel()
+        return download_html(job, language_of(request, studio.lang))
 
     def on_timer_tick(request: gr.Request, **settings):
         job, lang = studio.download, language_of(request, studio.lang)
@@ -212,7 +236,7 @@ def wire(studio: Studio, ui: SimpleNamespace, form) -> None:
                 local_models_table(studio.workspace, lang), catalog_table(lang), facts(settings, lang),
                 download_html(studio.download, lang), gr.Timer(active=running))
 
-    gr.on([ui.name.change, facts_inputs[Setting.trust_remote_code].change], on_name_change, None, ui.facts,
+    gr.on([ui.name.change, ui.trust.change], on_name_change, None, ui.facts,
           inputs_kwargs=facts_inputs, api_name="model_facts", show_progress="hidden")
     ui.refresh.click(on_refresh_click, ui.name, [ui.name, ui.local], api_name="refresh_models")
     ui.download.click(on_download_click, None, [ui.progress, ui.timer], inputs_kwargs=download_inputs,

@@ -2,7 +2,9 @@
 
 Every widget here comes from RunConfig's metadata (see form.py); presets, the equivalent command and
 the pre-flight estimate come from the library (presets.py, estimate.py). The YAML and the command
-line are regenerated on every change, so what the page shows is always what a run would use.
+line are regenerated on every change, so what the page shows is always what a run would use: a
+value the settings check refuses replaces the YAML with the message (naming the field by its label),
+never leaving the last valid YAML in view.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from ..config import GROUPS, RunConfig, dump_yaml, fields_in_group
+from ..config import GROUPS, RunConfig, dump_yaml, fields_in_group, load_yaml
 from ..errors import StudioError
-from ..presets import DEFAULT_PRESET, load_preset, preset_files, save_preset, train_command
+from ..presets import DEFAULT_PRESET, preset_files, save_preset, train_command
 from .i18n import language_of, say
+from .paths import preset_file
 from .state import Studio, user_message
 
 OWN_TABS = ("model", "data")  # groups with a tab of their own; this tab shows the others
@@ -25,8 +28,9 @@ def build(studio: Studio, form, labels, config: RunConfig) -> SimpleNamespace:
     ui = SimpleNamespace()
     with gr.Row():
         names = list(preset_files(studio.workspace))
+        # any name reaches the handler, which says which presets there are (Gradio would, in English)
         ui.preset = gr.Dropdown(names, value=DEFAULT_PRESET if DEFAULT_PRESET in names else None,
-                                label=labels("ui.params_preset"), scale=3, elem_id="preset")
+                                allow_custom_value=True, label=labels("ui.params_preset"), scale=3, elem_id="preset")
         ui.load_preset = gr.Button(labels("ui.params_load_preset"), size="sm", scale=1)
         ui.preset_name = gr.Textbox(label=labels("ui.params_preset_name"), scale=3,
                                     placeholder=labels("ui.params_preset_example"))
@@ -59,14 +63,14 @@ def wire(studio: Studio, ui: SimpleNamespace, form) -> None:
         lang = language_of(request, studio.lang)
         try:
             config = form.to_config(values)
-        except StudioError as exc:  # half-typed values are normal while editing: say so in place
-            return f"# {user_message(exc, lang)}", ""
+        except StudioError as exc:  # half-typed values are normal while editing: say so in place, no toast
+            return f"# {user_message(exc, lang)}", f"# {say('ui.yaml_invalid', lang)}"
         return (dump_yaml(config, only_changes=True) or say("ui.yaml_all_defaults", lang),
                 train_command(config, preset, studio.workspace, lang))
 
     @guarded
     def on_load_preset_click(preset, request: gr.Request):
-        return form.to_values(load_preset(preset, studio.workspace))
+        return form.to_values(load_yaml(preset_file(studio.roots, studio.workspace, str(preset or ""))))
 
     @guarded
     def on_save_preset_click(name, request: gr.Request, **values):
@@ -80,7 +84,7 @@ def wire(studio: Studio, ui: SimpleNamespace, form) -> None:
     def on_estimate_click(request: gr.Request, **values):
         from ..estimate import preflight_report
 
-        report = preflight_report(form.to_config(values), studio.workspace, studio.scan_runs())
+        report = preflight_report(studio.checked(form.to_config(values)), studio.workspace, studio.scan_runs())
         return report.to_text(language_of(request, studio.lang))
 
     gr.on([w.change for w in settings.values()] + [ui.preset.change], on_settings_change, ui.preset,

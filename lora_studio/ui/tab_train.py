@@ -4,6 +4,10 @@ A `gr.Timer` polls the job once a second. The job lives in the studio's JobSlot,
 training goes on when the page is closed; a reloaded page rebuilds everything from the job's events
 (or, after a restart of the studio, from the newest run's events.jsonl). Each tick scans the runs
 once and hands that list to everything it shows.
+
+A run to resume is named as the run list shows it (any API client may type one); only a folder of
+the workspace's runs/ is taken. With --auth, a job is stopped or a run resumed only by the user who
+started it (access.py); the model tab's consent checkbox reaches the job as trust_remote_code.
 """
 
 from __future__ import annotations
@@ -14,12 +18,15 @@ from types import MappingProxyType, SimpleNamespace
 
 import gradio as gr
 
+from ..config import load_yaml
 from ..errors import JobError
 from ..events import Evaluation, Failed, Finished, Log, Progress
 from ..i18n import LANGUAGES, msg, text
 from ..runs import RunInfo, adapter_dirs, latest_checkpoint
 from .i18n import clock, language_of, say
+from .paths import run_folder
 from .state import Studio
+from .tab_model import TRUST
 
 LOG_LINES = 14
 SMOOTHING = 0.6  # TensorBoard's default: a debiased exponential moving average
@@ -134,7 +141,8 @@ def build(studio: Studio, labels) -> SimpleNamespace:
     with gr.Row():
         ui.start = gr.Button(labels("ui.train_start"), variant="primary", elem_id="train-start")
         ui.stop = gr.Button(labels("ui.train_stop"), variant="stop", elem_id="train-stop")
-        ui.resume_run = gr.Dropdown([], label=labels("ui.train_run"), allow_custom_value=False, scale=2)
+        # any name may be sent (an API client has no list): the handler takes only a run of the workspace
+        ui.resume_run = gr.Dropdown([], label=labels("ui.train_run"), allow_custom_value=True, scale=2)
         ui.resume = gr.Button(labels("ui.train_resume"), elem_id="train-resume")
     ui.notice = gr.Markdown(elem_id="train-notice")
     ui.status = gr.HTML(label=labels("ui.train_status"), elem_id="train-status")
@@ -153,7 +161,8 @@ def build(studio: Studio, labels) -> SimpleNamespace:
     return ui
 
 
-def wire(studio: Studio, ui: SimpleNamespace, form) -> None:
+def wire(studio: Studio, ui: SimpleNamespace, form, trust) -> None:
+    """`trust` is the model tab's consent checkbox, for the job's model and tokenizer."""
     outputs = [ui.status, ui.hint, ui.plot, ui.log, ui.runs, ui.resume_run, ui.cursor]
     guarded = studio.guarded
 
@@ -181,8 +190,10 @@ def wire(studio: Studio, ui: SimpleNamespace, form) -> None:
     def on_start_click(request: gr.Request, **settings):
         from ..training import TrainingJob
 
-        config = form.to_config(settings)
-        job = studio.training.launch(lambda: TrainingJob(config, studio.workspace))
+        trusted = settings.pop(TRUST, False) is True
+        config = studio.checked(form.to_config(settings))
+        job = studio.start(studio.training, lambda: TrainingJob(config, studio.workspace, trust_remote_code=trusted),
+                           request)
         return say("ui.started", language_of(request, studio.lang), run=job.run_dir.name)
 
     @guarded
@@ -190,16 +201,23 @@ def wire(studio: Studio, ui: SimpleNamespace, form) -> None:
         job = studio.training.job
         if job is None or not job.is_active:
             raise JobError(msg("ui.nothing_to_stop"), msg("ui.where_training"))
+        studio.control(job, request, job.describe(), "stop")
         job.stop()
         return say("ui.stopping", language_of(request, studio.lang))
 
     @guarded
-    def on_resume_click(run, request: gr.Request):
+    def on_resume_click(run, request: gr.Request, **consent):
         from ..training import TrainingJob
 
-        if not run:
+        if not str(run or "").strip():
             raise JobError(msg("ui.no_run_chosen"), msg("ui.where_training"), msg("ui.no_run_chosen_fix"))
-        job = studio.training.launch(lambda: TrainingJob.resume(studio.workspace.runs / run, studio.workspace))
+        folder = run_folder(studio.roots, studio.workspace, str(run), resumable(studio.scan_runs()))
+        studio.control(folder, request, folder.name, "resume")
+        if (folder / "config.yaml").is_file():  # a run trained from the CLI may name files outside the roots
+            studio.checked(load_yaml(folder / "config.yaml"))
+        trusted = consent.get(TRUST) is True
+        job = studio.start(studio.training, lambda: TrainingJob.resume(folder, studio.workspace,
+                                                                       trust_remote_code=trusted), request)
         return say("ui.resumed", language_of(request, studio.lang), run=job.run_dir.name)
 
     def on_progress_poll() -> dict:
@@ -216,10 +234,12 @@ def wire(studio: Studio, ui: SimpleNamespace, form) -> None:
     poll = dict(fn=on_timer_tick, inputs=ui.cursor, outputs=outputs, show_progress="hidden",
                 api_visibility="private")
     ui.timer.tick(**poll)
-    ui.start.click(on_start_click, None, ui.notice, inputs_kwargs=form.widgets_by_name(),
+    # the poll follows even a refused start: it shows the state the refusal left (it never fails itself)
+    ui.start.click(on_start_click, None, ui.notice, inputs_kwargs={**form.widgets_by_name(), TRUST: trust},
                    api_name="start_training").then(**poll)
     ui.stop.click(on_stop_click, None, ui.notice, api_name="stop_training").then(**poll)
-    ui.resume.click(on_resume_click, ui.resume_run, ui.notice, api_name="resume_training").then(**poll)
+    ui.resume.click(on_resume_click, ui.resume_run, ui.notice, inputs_kwargs={TRUST: trust},
+                    api_name="resume_training").then(**poll)
     gr.api(on_progress_poll, api_name="training_progress")
     ui.on_timer_tick = on_timer_tick
     ui.poll_outputs = outputs
