@@ -69,6 +69,12 @@ class RunConfig:
         "template", "Chat template. 'auto' uses the tokenizer's own; name a built-in only for models "
         "that ship none.", "对话模板。'auto' 使用分词器自带的模板；仅当模型没有模板时才指定内置模板。",
         choices=["auto", "index", "chatml"], label_zh="对话模板"))
+    chat_template_kwargs: dict = field(default_factory=dict, metadata=setting(
+        "template", "Extra switches for the chat template, used in training and chat alike, as YAML, "
+        "e.g. enable_thinking: false. Empty: a template with an enable_thinking switch gets it off.",
+        "传给对话模板的额外开关（YAML），训练与对话都使用，例如 enable_thinking: false。留空时，带 enable_thinking "
+        "开关的模板会自动关闭思考。", kind="mapping", lines=2, label="Chat template switches",
+        label_zh="模板开关"))
     # --- LoRA ------------------------------------------------------------------------------------
     r: int = field(default=8, metadata=setting(
         "lora", "LoRA rank: the size of the low-rank update. Higher learns more and costs more.",

@@ -163,4 +163,5 @@ def _renderer(path: Path, model_config: dict, config: RunConfig, system_prompt: 
 
     tokenizer = load_tokenizer(path, config, model_config, trust_remote_code)
     return ChatRenderer(tokenizer, config.template, model_config.get("model_type"),
-                        config.system_prompt if system_prompt is None else system_prompt)
+                        config.system_prompt if system_prompt is None else system_prompt,
+                        config.chat_template_kwargs)

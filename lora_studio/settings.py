@@ -7,6 +7,7 @@ widgets, YAML and the API all read these facts; no other module spells a setting
 Kinds beyond the field's Python type:
 - `paths`: one path or a list of them (YAML list, a string, or one path a line in a widget);
 - `modules`: 'all-linear' or a list of module names (a comma-separated string works too);
+- `mapping`: a YAML mapping of names to plain values (a widget shows it as one line of YAML);
 - `free_text`: taken exactly as typed on the command line, never read as YAML.
 """
 
@@ -16,6 +17,8 @@ import dataclasses
 import difflib
 import math
 from typing import Any
+
+import yaml
 
 from .errors import ConfigError
 from .i18n import msg
@@ -65,6 +68,8 @@ def check_value(name: str, value: Any, spec: dataclasses.Field, where: str) -> A
         return _check_modules(name, value, where)
     if kind == "paths":
         return _check_paths(name, value, where)
+    if kind == "mapping":
+        return _check_mapping_value(name, value, where)
     choices = meta.get("choices")
     if choices is not None:
         if isinstance(value, str) and value.lower() in ("true", "false") and True in choices:
@@ -127,6 +132,21 @@ def _check_modules(name: str, value: Any, where: str) -> Any:
     return value
 
 
+def _check_mapping_value(name: str, value: Any, where: str) -> dict:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return {}
+    if isinstance(value, str):  # typed in a widget or on the command line
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError:
+            value = None
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise ConfigError(msg("templates.kwargs_not_mapping", key=name), where,
+                          msg("templates.kwargs_not_mapping_fix", key=name,
+                              example="{enable_thinking: false}"))
+    return dict(value)
+
+
 def widget_text(spec: dataclasses.Field, value: Any) -> Any:
     """A value as a form shows it: paths one a line, modules comma-separated, choices as text."""
     kind = spec.metadata.get("kind")
@@ -134,6 +154,8 @@ def widget_text(spec: dataclasses.Field, value: Any) -> Any:
         return "\n".join(value)
     if kind == "modules":
         return value if isinstance(value, str) else ", ".join(value)
+    if kind == "mapping":
+        return yaml.safe_dump(dict(value), default_flow_style=True, allow_unicode=True).strip() if value else ""
     if spec.metadata.get("choices") is not None and isinstance(value, bool):
         return str(value).lower()
     return value
@@ -144,7 +166,7 @@ def from_widget_text(spec: dataclasses.Field, value: Any) -> Any:
     kind, default = spec.metadata.get("kind"), default_of(spec)
     if kind == "paths":
         return [line.strip() for line in str(value or "").splitlines() if line.strip()]
-    if kind == "modules":
+    if kind in ("modules", "mapping"):
         return str(value or "").strip()
     if spec.metadata.get("choices") is not None and True in spec.metadata["choices"]:
         return {"true": True, "false": False}.get(str(value).lower(), value)

@@ -4,10 +4,17 @@ Training and chat share one `ChatRenderer`: training encodes whole conversations
 same messages with `add_generation_prompt=True`, so the two cannot disagree. Labels are -100
 everywhere except the assistant's content and the template's end-of-turn token, both located in the
 template's own rendered text (character offsets), never guessed from role names.
+
+When a renderer is built it proves, on a probe conversation, that the tokens before each trained answer
+are exactly chat's prompt for the same history, and refuses a template where they are not. Some
+templates render a turn differently once it is history (Qwen3-style ones put an empty reasoning block
+only before the last answer): their earlier answers are context, and only answers whose history
+renders like chat's prompt are trained (`trains_history_turns` says whether all are).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -36,6 +43,20 @@ BUILTIN_TEMPLATES = MappingProxyType({
 })
 
 
+# Template switches that change what precedes an answer. Off by default when a template mentions one
+# (a role-play answer carries no reasoning); tried when parity fails, so the refusal can name the fix.
+KNOWN_SWITCHES = ("enable_thinking",)
+
+# The parity probe: a system prompt and two turns, so both a history turn and the last answer are checked.
+PARITY_PROBE = (
+    MappingProxyType({"role": "system", "content": "You are a probe."}),
+    MappingProxyType({"role": "user", "content": "hello"}),
+    MappingProxyType({"role": "assistant", "content": "hi there"}),
+    MappingProxyType({"role": "user", "content": "how are you"}),
+    MappingProxyType({"role": "assistant", "content": "fine thanks"}),
+)
+
+
 @dataclass
 class EncodedExample:
     input_ids: list[int]
@@ -45,6 +66,13 @@ class EncodedExample:
     @property
     def trained_tokens(self) -> int:
         return sum(1 for label in self.labels if label != IGNORE_INDEX)
+
+
+def default_switches(chat_template: str, given: Mapping | None) -> dict:
+    """The user's template switches, or known switches off when the user gave none (see KNOWN_SWITCHES)."""
+    if given:
+        return dict(given)
+    return {name: False for name in KNOWN_SWITCHES if name in chat_template}
 
 
 def resolve_template(tokenizer, template: str = "auto", model_type: str | None = None) -> str:
@@ -66,13 +94,16 @@ class ChatRenderer:
     """Turns message lists into token ids (and labels) with one chat template."""
 
     def __init__(self, tokenizer, template: str = "auto", model_type: str | None = None,
-                 system_prompt: str = ""):
+                 system_prompt: str = "", template_kwargs: Mapping | None = None):
         self.tokenizer = tokenizer
+        self.template = template
         self.chat_template = resolve_template(tokenizer, template, model_type)
+        self.template_kwargs = default_switches(self.chat_template, template_kwargs)
         self.system_prompt = system_prompt
         self.end_of_turn_ids = self._find_end_of_turn()
         eos = tokenizer.eos_token_id
         self.stop_token_ids = sorted(set(self.end_of_turn_ids) | ({eos} if eos is not None else set()))
+        self.trains_history_turns = self._prove_parity()
 
     # --- rendering -------------------------------------------------------------------------------
     def with_system(self, messages: list[dict], system_prompt: str | None = None) -> list[dict]:
@@ -82,10 +113,13 @@ class ChatRenderer:
             return list(messages)
         return [{"role": "system", "content": system}, *messages]
 
-    def render_text(self, messages: list[dict], add_generation_prompt: bool = False) -> str:
+    def render_text(self, messages: list[dict], add_generation_prompt: bool = False,
+                    switches: Mapping | None = None) -> str:
+        """The template's text; `switches` replaces the renderer's own template kwargs (for the parity probe)."""
+        kwargs = self.template_kwargs if switches is None else switches
         return self.tokenizer.apply_chat_template(
-            messages, chat_template=self.chat_template, tokenize=False,
-            add_generation_prompt=add_generation_prompt)
+            [dict(m) for m in messages], chat_template=self.chat_template, tokenize=False,
+            add_generation_prompt=add_generation_prompt, **kwargs)
 
     def encode_prompt(self, messages: list[dict], system_prompt: str | None = None) -> list[int]:
         """Token ids that ask the model for the next assistant turn (what chat feeds `generate`)."""
@@ -110,25 +144,70 @@ class ChatRenderer:
         return truncate(example, cutoff_len) if cutoff_len else example
 
     def _trained_spans(self, messages: list[dict], text: str) -> list[tuple[int, int]]:
-        """Character spans of each assistant message's content inside the rendered text."""
-        spans, cursor = [], 0
+        """Character spans of the assistant answers that follow chat's prompt for their history exactly.
+
+        An answer whose history the template renders otherwise (a history turn of a Qwen3-style template)
+        stays context: training it would teach a prompt chat never shows.
+        """
+        spans = []
         for i, message in enumerate(messages):
             if message["role"] != "assistant":
                 continue
             prefix = self.render_text(messages[:i], add_generation_prompt=True)
-            if text.startswith(prefix):
-                cursor = max(cursor, len(prefix))
-            content = message["content"]
-            start = text.find(content, cursor)
-            if start < 0 and content.strip():
-                content = content.strip()
-                start = text.find(content, cursor)
-            if start < 0:
+            if not text.startswith(prefix):
+                continue
+            content = answer_at(text, len(prefix), message["content"])
+            if content is None:
                 raise ModelError(msg("templates.changes_text", turn=i), Setting.template,
                                  msg("templates.pick_builtin_fix"))
-            spans.append((start, start + len(content)))
-            cursor = start + len(content)
+            spans.append((len(prefix), len(prefix) + len(content)))
         return spans
+
+    # --- the parity proof ------------------------------------------------------------------------
+    def _prove_parity(self) -> bool:
+        """Refuse a template whose last answer is not preceded by chat's prompt; True when every answer is."""
+        held = self._answers_in_parity(self.template_kwargs)
+        if held[-1]:
+            return all(held)
+        raise ModelError(msg("templates.no_parity", template=self._template_name(), turn=len(held)),
+                         Setting.template, self._parity_fix())
+
+    def _answers_in_parity(self, switches: Mapping) -> list[bool]:
+        """Per probe answer: do the whole conversation's tokens start with chat's prompt, then the answer?"""
+        from jinja2 import TemplateError
+
+        messages = list(PARITY_PROBE)
+        try:
+            text = self.render_text(messages, switches=switches)
+        except TemplateError:  # a template with no system role may refuse one; its users give none
+            messages = messages[1:]
+            text = self.render_text(messages, switches=switches)
+        ids = self._ids(text)
+        held = []
+        for i, message in enumerate(messages):
+            if message["role"] == "assistant":
+                prompt = self.render_text(messages[:i], add_generation_prompt=True, switches=switches)
+                prompt_ids = self._ids(prompt)
+                held.append(ids[:len(prompt_ids)] == prompt_ids and text.startswith(prompt + message["content"]))
+        return held
+
+    def _parity_fix(self):
+        for name in KNOWN_SWITCHES:
+            if name not in self.chat_template:
+                continue
+            value = not self.template_kwargs.get(name, False)
+            if self._answers_in_parity({**self.template_kwargs, name: value})[-1]:
+                return msg("templates.no_parity_switch_fix", key=Setting.chat_template_kwargs, switch=name,
+                           value=str(value).lower())
+        return msg("templates.no_parity_fix", names=", ".join(BUILTIN_TEMPLATES))
+
+    def _template_name(self):
+        if self.template in BUILTIN_TEMPLATES:
+            return msg("templates.builtin_template", name=self.template)
+        return msg("templates.tokenizer_template", name=getattr(self.tokenizer, "name_or_path", "") or "?")
+
+    def _ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def _label_end_of_turn(self, ids, offsets, labels, spans) -> None:
         """Train the first end-of-turn token that follows each assistant span."""
@@ -158,6 +237,14 @@ class ChatRenderer:
                              msg("templates.no_end_of_turn_fix"))
         token = min(found)[1]
         return [self.tokenizer.convert_tokens_to_ids(token)]
+
+
+def answer_at(text: str, start: int, content: str) -> str | None:
+    """The answer as the template wrote it at `start`: verbatim, or stripped (some templates strip it)."""
+    for shown in (content, content.strip()):
+        if text.startswith(shown, start):
+            return shown
+    return None
 
 
 def truncate(example: EncodedExample, cutoff_len: int) -> EncodedExample:

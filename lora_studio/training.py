@@ -210,6 +210,8 @@ class TrainingJob(Job):
         loaded = models.load(self.config, self.workspace, trust_remote_code=self.trust_remote_code)
         data = encode_data(self.config, loaded.renderer)
         self.emit(Log(data.summary(self.config)))
+        if not loaded.renderer.trains_history_turns:  # e.g. a Qwen3-style template: say what is trained
+            self.emit(Log(msg("training.last_answers_only"), level="warning"))
         if self.stop_requested:
             return "stopped"
         recipe = assemble_run(self.config, loaded.model, loaded.tokenizer, data, self.run_dir / "checkpoints",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import html
 import inspect
+import json
 import logging
 import threading
 import traceback
@@ -108,7 +109,9 @@ class Studio:
 
         self.checked(config, data=False)
         path = models.resolve_model_path(config.model_name_or_path, self.workspace)
-        key = (str(path), config.template, trust_remote_code, config.system_prompt)
+        # everything that changes how a conversation renders (the template's kwargs as sorted text)
+        kwargs = json.dumps(config.chat_template_kwargs, sort_keys=True, ensure_ascii=False)
+        key = (str(path), config.template, trust_remote_code, config.system_prompt, kwargs)
         with self._lock:
             if key not in self._renderers:
                 self._renderers[key] = models.renderer_for(config, self.workspace,
