@@ -302,10 +302,19 @@ def resolve_adapter_dir(path: Path) -> Path:
     return found[0]
 
 
-def run_config_for(adapter_dir: Path) -> RunConfig:
-    """The settings of the run an adapter (or checkpoint) folder belongs to."""
+def run_config_file(adapter_dir: Path) -> Path | None:
+    """The config.yaml of the run an adapter (or checkpoint) folder belongs to: the nearest one up to
+    three folders above it (run/adapter, run/checkpoints/checkpoint-N), None when there is none."""
     adapter_dir = Path(adapter_dir)
     for folder in (adapter_dir, *adapter_dir.parents[:3]):
         if (folder / "config.yaml").is_file():
-            return load_yaml(folder / "config.yaml")
-    raise ModelError(msg("chat.no_run_config"), str(adapter_dir), msg("chat.no_run_config_fix"))
+            return folder / "config.yaml"
+    return None
+
+
+def run_config_for(adapter_dir: Path) -> RunConfig:
+    """The settings of the run an adapter (or checkpoint) folder belongs to."""
+    found = run_config_file(adapter_dir)
+    if found is None:
+        raise ModelError(msg("chat.no_run_config"), str(adapter_dir), msg("chat.no_run_config_fix"))
+    return load_yaml(found)

@@ -28,7 +28,7 @@ LOCALE_DIR = Path(__file__).with_name("locale")
 
 def _load_catalogue(folder: Path) -> Mapping[str, Mapping[str, str]]:
     entries: dict[str, Mapping[str, str]] = {}
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # safe YAML only (the C one when built)
     for path in sorted(folder.glob("*.yaml")):
         try:
             document = yaml.load(path.read_text(encoding="utf-8"), Loader=loader) or {}

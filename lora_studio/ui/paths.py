@@ -122,15 +122,13 @@ def check_model(roots: Roots, name: str, workspace: Workspace) -> None:
 
 def adapter_folder(roots: Roots, adapter: str) -> Path:
     """An adapter (or run) folder as chat loads it: inside the roots, and the run's config.yaml too."""
-    from ..chat import resolve_adapter_dir
+    from ..chat import resolve_adapter_dir, run_config_file
 
     folder = resolve_adapter_dir(roots.check(adapter, ModelError))
     folder = roots.check(folder, ModelError, shown=adapter)  # a checkpoint folder may be a link
-    # chat reads the settings from the nearest config.yaml up to three folders above the adapter
-    for candidate in (folder, *folder.parents[:3]):
-        if (candidate / "config.yaml").is_file():
-            roots.check(candidate / "config.yaml", ModelError, shown=adapter)
-            break
+    config_file = run_config_file(folder)  # what chat reads the run's settings from
+    if config_file is not None:
+        roots.check(config_file, ModelError, shown=adapter)
     return folder
 
 
