@@ -19,7 +19,11 @@ from .errors import ConfigError
 from .i18n import msg
 from .settings import check_mapping, fields_of, setting
 
-GROUPS = ("model", "data", "template", "lora", "training", "output")
+# data, not our words: what the Zhen Huan sample answers, and questions it does not contain
+DEFAULT_PROBES = ("你是谁？", "你的父亲是谁？", "皇上最近可好？", "你喜欢吃什么点心？", "今天天气怎么样？",
+                  "Who are you?")
+DEFAULT_CONTROLS = ("一年有几个月？", "水在多少摄氏度沸腾？", "请把“你好”翻译成英文。")
+GROUPS = ("model", "data", "template", "lora", "training", "evaluation", "output")
 
 
 @dataclass
@@ -147,6 +151,29 @@ class RunConfig:
     max_steps: int = field(default=-1, metadata=setting(
         "training", "Stop after this many optimizer steps (-1 = run all epochs).",
         "训练到这么多优化步就停止（-1 表示跑完所有轮）。", min=-1, max=10_000_000, label_zh="最大步数"))
+    early_stopping_patience: int = field(default=0, metadata=setting(
+        "training", "Stop when the validation loss has not improved for this many evaluations "
+        "(needs val_size > 0; 0 = off). The best adapter so far is kept.",
+        "验证集损失连续这么多次评估没有改善就提前停止（需要验证集比例 > 0；0 表示关闭）。保留至今最好的适配器。",
+        min=0, max=1000, label_zh="早停耐心"))
+    # --- evaluation ------------------------------------------------------------------------------
+    probe_prompts: list = field(default_factory=lambda: list(DEFAULT_PROBES), metadata=setting(
+        "evaluation", "Questions every checkpoint and every export answers greedily, one a line: "
+        "the probe grid, the chat tab's quick prompts and the export's proof.",
+        "每个检查点和每次导出都要贪心回答的问题，每行一个：用于探针网格、对话页的快捷提问和导出校验。",
+        kind="lines", lines=4, label="Probe prompts", label_zh="探针问题"))
+    persona_markers: list = field(default_factory=lambda: ["臣妾", "本宫"], metadata=setting(
+        "evaluation", "Words that show an answer stays in character, one a line.",
+        "表明回答仍在角色中的词，每行一个。", kind="lines", lines=2, label="Persona markers",
+        label_zh="角色标志词"))
+    leakage_words: list = field(default_factory=lambda: ["AI", "人工智能", "语言模型", "assistant"], metadata=setting(
+        "evaluation", "Words that show an answer left the character, one a line.",
+        "表明回答脱离了角色的词，每行一个。", kind="lines", lines=2, label="Leakage words", label_zh="出戏词"))
+    control_prompts: list = field(default_factory=lambda: list(DEFAULT_CONTROLS), metadata=setting(
+        "evaluation", "General questions the base and the tuned model both answer, to show what "
+        "fine-tuning made the model forget, one a line.",
+        "基座模型和微调模型都要回答的通用问题，用来看出微调让模型忘掉了什么，每行一个。",
+        kind="lines", lines=3, label="Control questions", label_zh="对照问题"))
     # --- output ----------------------------------------------------------------------------------
     run_name: str = field(default="", metadata=setting(
         "output", "Name of the run folder under the workspace's runs/; empty picks one from the model "

@@ -8,6 +8,7 @@ Kinds beyond the field's Python type:
 - `paths`: one path or a list of them (YAML list, a string, or one path a line in a widget);
 - `modules`: 'all-linear' or a list of module names (a comma-separated string works too);
 - `mapping`: a YAML mapping of names to plain values (a widget shows it as one line of YAML);
+- `lines`: a list of short texts, possibly empty (YAML list, or one text a line in a widget);
 - `free_text`: taken exactly as typed on the command line, never read as YAML.
 """
 
@@ -70,6 +71,8 @@ def check_value(name: str, value: Any, spec: dataclasses.Field, where: str) -> A
         return _check_paths(name, value, where)
     if kind == "mapping":
         return _check_mapping_value(name, value, where)
+    if kind == "lines":
+        return _check_lines(name, value, where)
     choices = meta.get("choices")
     if choices is not None:
         if isinstance(value, str) and value.lower() in ("true", "false") and True in choices:
@@ -122,6 +125,16 @@ def _check_paths(name: str, value: Any, where: str) -> list:
     return value
 
 
+def _check_lines(name: str, value: Any, where: str) -> list:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = value.splitlines()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(msg("config.not_lines", key=name), where, msg("config.not_lines_fix", key=name))
+    return [v.strip() for v in value if v.strip()]
+
+
 def _check_modules(name: str, value: Any, where: str) -> Any:
     if isinstance(value, str):
         if value.strip() == "all-linear":
@@ -150,7 +163,7 @@ def _check_mapping_value(name: str, value: Any, where: str) -> dict:
 def widget_text(spec: dataclasses.Field, value: Any) -> Any:
     """A value as a form shows it: paths one a line, modules comma-separated, choices as text."""
     kind = spec.metadata.get("kind")
-    if kind == "paths":
+    if kind in ("paths", "lines"):
         return "\n".join(value)
     if kind == "modules":
         return value if isinstance(value, str) else ", ".join(value)
@@ -164,7 +177,7 @@ def widget_text(spec: dataclasses.Field, value: Any) -> Any:
 def from_widget_text(spec: dataclasses.Field, value: Any) -> Any:
     """A form's value back to what `check_value` takes (it checks it then)."""
     kind, default = spec.metadata.get("kind"), default_of(spec)
-    if kind == "paths":
+    if kind in ("paths", "lines"):
         return [line.strip() for line in str(value or "").splitlines() if line.strip()]
     if kind in ("modules", "mapping"):
         return str(value or "").strip()
