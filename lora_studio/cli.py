@@ -20,7 +20,7 @@ from .workspace import HOME_VARIABLE, Workspace, ensure_writable
 
 COMMON_OPTIONS = ("--lang", "--workspace")  # taken before the command and after it alike
 # commands that write into the workspace: a read-only one, or a file, is one message before they start
-WRITING_COMMANDS = ("train", "demo-model", "download", "studio")
+WRITING_COMMANDS = ("train", "demo-model", "download", "studio", "export", "eval")
 
 
 def help_text(key: str, lang: str, **params) -> str:
@@ -71,10 +71,12 @@ def build_parser(lang: str) -> argparse.ArgumentParser:
     parser = localized_parser_class(lang)(prog="studio.py", description=help_text("cli.description", lang))
     add_common_options(parser, lang, None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=command_parser_class(lang))
-    from . import cli_commands, cli_hub
+    from . import cli_commands, cli_eval, cli_export, cli_hub
 
     cli_commands.register(sub, lang)
     cli_hub.register(sub, lang)
+    cli_export.register(sub, lang)
+    cli_eval.register(sub, lang)
     _register_studio(sub, lang)
     return parser
 

@@ -16,7 +16,9 @@ from ..config import Setting
 from ..errors import ConfigError
 from ..i18n import DEFAULT_LANGUAGE, msg, text
 from ..presets import starting_config
-from . import tab_chat, tab_data, tab_model, tab_params, tab_train
+from types import SimpleNamespace
+
+from . import tab_chat, tab_compare, tab_data, tab_eval, tab_export, tab_model, tab_params, tab_train
 from .dataset_view import sample_path
 from .form import SettingsForm
 from .i18n import Labels, language_of, say
@@ -33,7 +35,9 @@ CSS = """
 /* Gradio 6.31 titles every toast with its type in English ("Error"); ours leads the message */
 .toast-body .toast-title { display: none; }
 """
-TABS = ("model", "data", "params", "train", "chat")
+TABS = ("model", "data", "params", "train", "chat", "evaluate", "compare", "export")
+# tabs built as build(studio, labels) and wired as wire(studio, ui, context)
+LATER_TABS = {"evaluate": tab_eval, "compare": tab_compare, "export": tab_export}
 
 
 def initial_config(studio: Studio):
@@ -63,11 +67,19 @@ def build_app(studio: Studio):
                 train_ui = tab_train.build(studio, labels)
             with tabs["chat"]:
                 chat_ui = tab_chat.build(studio, labels)
+            later = {}
+            for name, module in LATER_TABS.items():
+                with tabs[name]:
+                    later[name] = module.build(studio, labels)
         tab_model.wire(studio, model_ui, form)
         tab_data.wire(studio, data_ui, form, model_ui.trust)
         tab_params.wire(studio, params_ui, form)
         tab_train.wire(studio, train_ui, form, model_ui.trust)
         tab_chat.wire(studio, chat_ui, model_ui.trust)
+        context = SimpleNamespace(form=form, trust=model_ui.trust, params=params_ui, chat=chat_ui, tabs=tabs,
+                                  demo=demo)
+        for name, module in LATER_TABS.items():
+            module.wire(studio, later[name], context)
         wire_page_load(demo, studio, form, share_note, (model_ui, data_ui, params_ui, train_ui, chat_ui))
         tabs["chat"].select(chat_ui.on_refresh_click, chat_ui.adapter, chat_ui.adapter, api_visibility="private")
     demo.studio_i18n = labels.gradio

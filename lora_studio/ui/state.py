@@ -42,6 +42,9 @@ class Studio:
     lang: str | None = None                 # forced language, None to follow the browser
     training: JobSlot = field(default_factory=JobSlot)
     downloads: JobSlot = field(default_factory=JobSlot)  # one model download at a time
+    exports: JobSlot = field(default_factory=JobSlot)    # one export at a time
+    evaluations: JobSlot = field(default_factory=JobSlot)  # one evaluation at a time
+    demos: dict = field(default_factory=dict)            # published chat-only demos: run name -> server
     share_note: tuple | None = None         # (catalogue key, url): what the page says about --share
     allowed: tuple = ()                     # --allow-path folders a page may read besides the workspace
     max_upload_bytes: int = DEFAULT_LIMIT_MB * MB
