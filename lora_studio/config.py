@@ -23,7 +23,7 @@ from .settings import check_mapping, fields_of, setting
 DEFAULT_PROBES = ("你是谁？", "你的父亲是谁？", "皇上最近可好？", "你喜欢吃什么点心？", "今天天气怎么样？",
                   "Who are you?")
 DEFAULT_CONTROLS = ("一年有几个月？", "水在多少摄氏度沸腾？", "请把“你好”翻译成英文。")
-GROUPS = ("model", "data", "template", "lora", "training", "evaluation", "output")
+GROUPS = ("model", "data", "template", "lora", "training", "hardware", "evaluation", "output")
 
 
 @dataclass
@@ -156,6 +156,35 @@ class RunConfig:
         "(needs val_size > 0; 0 = off). The best adapter so far is kept.",
         "验证集损失连续这么多次评估没有改善就提前停止（需要验证集比例 > 0；0 表示关闭）。保留至今最好的适配器。",
         min=0, max=1000, label_zh="早停耐心"))
+    # --- hardware: quantisation and more processes -----------------------------------------------
+    quantization: str = field(default="none", metadata=setting(
+        "hardware", "Load the frozen base weights quantised with bitsandbytes (QLoRA): 4bit is NF4 with "
+        "double quantisation and bf16 compute, 8bit is LLM.int8(). Saves most of the weights' memory.",
+        "用 bitsandbytes 量化加载冻结的基座权重（QLoRA）：4bit 为 NF4 双重量化、bf16 计算，8bit 为 LLM.int8()。"
+        "可省下权重的大部分显存。", choices=["none", "8bit", "4bit"], pace=True, label="Quantisation",
+        label_zh="量化"))
+    launcher: str = field(default="auto", metadata=setting(
+        "hardware", "How the run is started: 'auto' uses torchrun when more than one GPU is visible, "
+        "'none' trains in the studio's own process, 'torchrun' or 'accelerate' start one process per device.",
+        "训练如何启动：'auto' 在看到多块 GPU 时用 torchrun；'none' 在工作室自己的进程里训练；'torchrun' 或 "
+        "'accelerate' 为每个设备启动一个进程。", choices=["auto", "none", "torchrun", "accelerate"],
+        label="Launcher", label_zh="启动方式"))
+    num_processes: int = field(default=0, metadata=setting(
+        "hardware", "Processes (devices) per node for torchrun/accelerate; 0 = every visible GPU.",
+        "每个节点的进程（设备）数，用于 torchrun/accelerate；0 表示所有可见 GPU。", min=0, max=1024,
+        label="Processes per node", label_zh="每节点进程数"))
+    accelerate_config: str = field(default="", metadata=setting(
+        "hardware", "An accelerate config file (DDP, FSDP, DeepSpeed ZeRO-2/3) for the 'accelerate' launcher; "
+        "empty uses plain DDP.", "'accelerate' 启动方式使用的 accelerate 配置文件（DDP、FSDP、DeepSpeed ZeRO-2/3）；"
+        "留空则用普通 DDP。", free_text=True, label="Accelerate config", label_zh="accelerate 配置"))
+    nnodes: int = field(default=1, metadata=setting(
+        "hardware", "Machines taking part in the run; more than 1 shows the command to start on each.",
+        "参与训练的机器数；大于 1 时显示每台机器上要运行的命令。", min=1, max=1024, label="Nodes",
+        label_zh="节点数"))
+    rdzv_endpoint: str = field(default="", metadata=setting(
+        "hardware", "Rendezvous endpoint host:port of the first node, for a multi-node run.",
+        "多机训练时第一个节点的汇合地址 host:port。", free_text=True, label="Rendezvous endpoint",
+        label_zh="汇合地址"))
     # --- evaluation ------------------------------------------------------------------------------
     probe_prompts: list = field(default_factory=lambda: list(DEFAULT_PROBES), metadata=setting(
         "evaluation", "Questions every checkpoint and every export answers greedily, one a line: "
@@ -174,6 +203,12 @@ class RunConfig:
         "fine-tuning made the model forget, one a line.",
         "基座模型和微调模型都要回答的通用问题，用来看出微调让模型忘掉了什么，每行一个。",
         kind="lines", lines=3, label="Control questions", label_zh="对照问题"))
+    report_to: str = field(default="none", metadata=setting(
+        "output", "Experiment tracker the Trainer reports to; each is an optional package "
+        "(tensorboard, swanlab, wandb, mlflow, trackio).",
+        "训练过程上报到的实验跟踪工具；每个都是可选安装的包（tensorboard、swanlab、wandb、mlflow、trackio）。",
+        choices=["none", "tensorboard", "swanlab", "wandb", "mlflow", "trackio"], label="Tracker",
+        label_zh="实验跟踪"))
     # --- output ----------------------------------------------------------------------------------
     run_name: str = field(default="", metadata=setting(
         "output", "Name of the run folder under the workspace's runs/; empty picks one from the model "
