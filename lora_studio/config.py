@@ -46,12 +46,14 @@ class RunConfig:
         choices=["auto", "float32", "bfloat16", "float16"], pace=True, label_zh="精度"))
     # --- data ------------------------------------------------------------------------------------
     data_files: list = field(default_factory=lambda: ["data/huanhuan_sample.json"], metadata=setting(
-        "data", "Dataset files (alpaca or chat messages, JSON or JSONL).",
-        "数据集文件（alpaca 或对话消息格式，JSON 或 JSONL）。", kind="paths", lines=2, label_zh="数据文件"))
+        "data", "Dataset files (alpaca, chat messages or character scripts; JSON, JSONL, CSV or Parquet).",
+        "数据集文件（alpaca、对话消息或角色剧本格式；JSON、JSONL、CSV 或 Parquet）。", kind="paths", lines=2, label_zh="数据文件"))
     data_format: str = field(default="auto", metadata=setting(
-        "data", "Record format; 'auto' detects alpaca or messages from the first record.",
-        "记录格式；'auto' 根据第一条记录自动识别 alpaca 或 messages。",
-        choices=["auto", "alpaca", "messages"], label_zh="数据格式"))
+        "data", "Record format; 'auto' detects it from the first record: alpaca, messages (chat), or script "
+        "(a character's role card with dialogue lines: role_name, role_info, dialog).",
+        "记录格式；'auto' 根据第一条记录自动识别：alpaca、messages（对话消息）或 script（角色卡加台词："
+        "role_name、role_info、dialog）。",
+        choices=["auto", "alpaca", "messages", "script"], label_zh="数据格式"))
     system_prompt: str = field(default="", metadata=setting(
         "data", "System prompt for records that carry none of their own.",
         "没有自带系统提示词的记录所使用的系统提示词。", free_text=True, lines=3, label_zh="系统提示词"))

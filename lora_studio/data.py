@@ -1,13 +1,16 @@
 """Dataset files in, validated chat conversations out.
 
-Reads alpaca records (instruction / input / output, optional system and history) and chat-message
-records (OpenAI `messages` with role/content, ShareGPT `conversations` with from/value) from JSON or
-JSON Lines, and normalises every record to one list of `{"role", "content"}` messages: an optional
-system message, then user and assistant turns alternating, ending with the assistant's answer.
+Reads alpaca records (instruction / input / output, optional system and history), chat-message
+records (OpenAI `messages` with role/content, ShareGPT `conversations` with from/value) and character
+scripts (role_name / role_info / dialog, see `data_script`), and normalises every record to one list
+of `{"role", "content"}` messages: an optional system message, then user and assistant turns
+alternating, ending with the assistant's answer.
 
-Parsing uses the json module directly (not `datasets.load_dataset`) so that every problem becomes a
-`DataError` naming the file, the record (and its line) and the field. Statistics live in `data_stats`.
-`select_records` chooses the records a run trains and validates on.
+JSON and JSON Lines are parsed with the json module (`data_parse`), CSV, TSV and Parquet tables
+through `datasets` (`data_table`, one row a record, its columns the keys), so that every problem
+becomes a `DataError` naming the file, the record (and its line) and the field, or the missing
+column. Statistics live in `data_stats`. `select_records` chooses the records a run trains and
+validates on.
 """
 
 from __future__ import annotations
@@ -18,13 +21,14 @@ from pathlib import Path
 from types import MappingProxyType
 
 from .config import RunConfig, Setting
-from .data_parse import Place, kind_of, parse_records
+from .data_parse import EXTENSIONS, TABLES, Place, check_text, kind_of, parse_records, text_field
+from .data_script import SCRIPT_KEYS, is_script, script_fix, script_messages
 # re-exported: callers use `data` as the one entry point
 from .data_stats import DatasetReport, conversation_key, dataset_report  # noqa: F401
 from .errors import DataError
 from .i18n import Msg, msg
 
-FORMATS = ("alpaca", "messages")
+FORMATS = ("alpaca", "messages", "script")
 ALPACA_KEYS = frozenset({"instruction", "output"})
 CHAT_KEYS = ("messages", "conversations")
 # ShareGPT speaks of human/gpt; everything is stored with OpenAI's role names.
@@ -39,8 +43,10 @@ CHAT_EXAMPLE = ('{"messages": [{"role": "user", "content": "..."}, '
 class Record:
     index: int            # 0-based position in its file
     source: str           # the file it came from (absolute path)
-    raw: dict             # the record exactly as in the file
+    raw: dict             # the record exactly as in the file (a table's JSON cells read)
     messages: list[dict]  # normalised conversation, see the module docstring
+    speakers: int | None = None   # a script's distinct speakers, the role included (None: not a script)
+    left_out: tuple[int, ...] = ()  # a script's dialog lines not in the conversation (data_script)
 
 
 @dataclass(frozen=True)
@@ -87,20 +93,27 @@ def load_records(path, data_format: str = "auto") -> list[Record]:
     if not resolved.is_absolute():  # relative to where the user runs the command
         resolved = Path.cwd() / resolved
     records, expected, first = [], None if data_format == "auto" else data_format, None
-    for number, line, raw in parse_records(resolved, shown):
+    entries = parse_records(resolved, shown)
+    if EXTENSIONS.get(resolved.suffix.lower()) in TABLES:
+        _check_columns(list(entries[0][2]), shown)
+    for number, line, raw in entries:
         place = Place(shown, number, line)
         found = _detect(raw, place)
         if expected is None:
             expected, first = found, number
         elif found != expected:
             raise place.error(*_format_mismatch(found, expected, first))
+        if found == "script":
+            script = script_messages(raw, place)
+            records.append(Record(number - 1, str(resolved), raw, script.messages, script.speakers, script.left_out))
+            continue
         messages = _alpaca_messages(raw, place) if found == "alpaca" else _chat_messages(raw, place)
         records.append(Record(number - 1, str(resolved), raw, messages))
     return records
 
 
 def detect_format(raw_record: dict) -> str:
-    """'alpaca' or 'messages' for one record as read from a file; DataError for anything else."""
+    """'alpaca', 'messages' or 'script' for one record as read from a file; DataError for anything else."""
     return _detect(raw_record, Place(""))
 
 
@@ -151,12 +164,29 @@ def _detect(raw, place: Place) -> str:
     if not isinstance(raw, dict):
         raise place.error(msg("data.not_an_object", kind=kind_of(raw)),
                           fix=msg("data.not_an_object_fix", fix=_alpaca_fix()))
-    alpaca, chat = bool(ALPACA_KEYS & raw.keys()), any(key in raw for key in CHAT_KEYS)
-    if alpaca != chat:
-        return "alpaca" if alpaca else "messages"
+    found = [kind for kind, present in (("alpaca", bool(ALPACA_KEYS & raw.keys())),
+                                        ("messages", any(key in raw for key in CHAT_KEYS)),
+                                        ("script", is_script(raw))) if present]
+    if len(found) == 1:
+        return found[0]
     keys = ", ".join(repr(k) for k in raw) or msg("data.no_keys")
-    what = msg("data.mixes_formats" if alpaca else "data.unknown_record", keys=keys)
+    what = (msg("data.mixes_formats", keys=keys, formats=", ".join(found)) if found
+            else msg("data.unknown_record", keys=keys))
     raise place.error(what, fix=msg("data.unknown_record_fix"))
+
+
+def _check_columns(columns: list[str], shown: str) -> None:
+    """A table's columns name one format and hold the columns it needs; else the file and the column named."""
+    listed = ", ".join(repr(c) for c in columns)
+    try:
+        found = _detect(dict.fromkeys(columns), Place(shown))
+    except DataError:
+        raise DataError(msg("data.unknown_columns", columns=listed), shown, msg("data.unknown_record_fix")) from None
+    needed = {"alpaca": ("instruction", "output"), "script": SCRIPT_KEYS}.get(found, ())
+    for column in needed:
+        if column not in columns:
+            fix = _alpaca_fix() if found == "alpaca" else script_fix()
+            raise DataError(msg("data.missing_column", column=column, columns=listed), shown, fix)
 
 
 def _format_mismatch(found: str, expected: str, first: int | None) -> tuple[Msg, None, Msg]:
@@ -170,10 +200,10 @@ def _format_mismatch(found: str, expected: str, first: int | None) -> tuple[Msg,
 # --- alpaca ----------------------------------------------------------------------------------------
 def _alpaca_messages(raw: dict, place: Place) -> list[dict]:
     fix = _alpaca_fix()
-    instruction = _text(raw, "instruction", place, fix)
-    user_input = _text(raw, "input", place, fix, required=False)
-    output = _text(raw, "output", place, fix)
-    system = _text(raw, "system", place, fix, required=False)
+    instruction = text_field(raw, "instruction", place, fix)
+    user_input = text_field(raw, "input", place, fix, required=False)
+    output = text_field(raw, "output", place, fix)
+    system = text_field(raw, "system", place, fix, required=False)
     messages = [{"role": "system", "content": system}] if system.strip() else []
     messages += _history_messages(raw.get("history"), place)
     prompt = f"{instruction}\n{user_input}" if user_input.strip() else instruction
@@ -193,7 +223,7 @@ def _history_messages(history, place: Place) -> list[dict]:
                     else msg("data.history_not_pair", kind=kind_of(pair)))
             raise place.error(what, f"history[{i}]", fix)
         for j, role in enumerate(("user", "assistant")):
-            content = _check_text(pair[j], f"history[{i}][{j}]", place, fix, allow_empty=False)
+            content = check_text(pair[j], f"history[{i}][{j}]", place, fix, allow_empty=False)
             messages.append({"role": role, "content": content})
     return messages
 
@@ -213,12 +243,12 @@ def _chat_messages(raw: dict, place: Place) -> list[dict]:
             raise place.error(msg("data.message_not_object", kind=kind_of(turn)), field, fix)
         role_key = "from" if "from" in turn and "role" not in turn else "role"
         content_key = "value" if "value" in turn and "content" not in turn else "content"
-        name = _text(turn, role_key, place, fix, prefix=field)
+        name = text_field(turn, role_key, place, fix, prefix=field)
         role = ROLES.get(name.strip().lower())
         if role is None:
             raise place.error(msg("data.unknown_role", name=name), f"{field}.{role_key}",
                               msg("data.unknown_role_fix"))
-        content = _text(turn, content_key, place, fix, prefix=field, allow_empty=role == "system")
+        content = text_field(turn, content_key, place, fix, prefix=field, allow_empty=role == "system")
         if role == "system":
             if i:
                 raise place.error(msg("data.late_system"), f"{field}.{role_key}", msg("data.late_system_fix"))
@@ -233,27 +263,3 @@ def _chat_messages(raw: dict, place: Place) -> list[dict]:
     if expected != "user":
         raise place.error(msg("data.no_final_answer"), f"{key}[{len(turns) - 1}]", msg("data.no_final_answer_fix"))
     return messages
-
-
-# --- field checks ----------------------------------------------------------------------------------
-def _text(raw: dict, key: str, place: Place, fix: Msg, *, required: bool = True, prefix: str = "",
-          allow_empty: bool | None = None) -> str:
-    """The string field `key` of `raw`: optional fields may be absent, null or empty."""
-    field = f"{prefix}.{key}" if prefix else key
-    value = raw.get(key)
-    if key not in raw or (value is None and not required):
-        if required:
-            raise place.error(msg("data.missing"), field, fix)
-        return ""
-    if allow_empty is None:
-        allow_empty = not required
-    return _check_text(value, field, place, fix, allow_empty=allow_empty)
-
-
-def _check_text(value, field: str, place: Place, fix: Msg, *, allow_empty: bool) -> str:
-    if not isinstance(value, str):
-        raise place.error(msg("data.not_text", kind=kind_of(value)), field, msg("data.not_text_fix", fix=fix))
-    if not allow_empty and not value.strip():
-        raise place.error(msg("data.empty_text"), field, msg("data.empty_text_fix"))
-    return value
-

@@ -1,8 +1,9 @@
-"""Dataset files on disk to raw JSON records with their positions, or a DataError saying where.
+"""Dataset files on disk to raw records with their positions, or a DataError saying where.
 
 A JSON file is a list of records, a JSONL file one record per line. JSON lists are walked one record
 at a time with `raw_decode`, so every record keeps the line it starts on and a syntax error can name
-the record it is in. `data.py` turns the raw records into conversations.
+the record it is in. CSV, TSV and Parquet tables are read by `data_table` (one row a record).
+`data.py` turns the raw records into conversations; the field checks they share live here.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from types import MappingProxyType
 from .errors import DataError
 from .i18n import Msg, msg
 
-EXTENSIONS = MappingProxyType({".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"})
+EXTENSIONS = MappingProxyType({".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv",
+                               ".tsv": "tsv", ".parquet": "parquet"})
+TABLES = frozenset({"csv", "tsv", "parquet"})  # read through `datasets` by data_table
 LIST_EXAMPLE = "[ {...}, {...} ]"
 _WHITESPACE = re.compile(r"[ \t\n\r]*")  # JSON's own definition of whitespace
 
@@ -50,7 +53,11 @@ class Place:
 def parse_records(path: Path, shown: str) -> list[tuple[int, int, object]]:
     """(record number, line, raw value) for each record of the file at `path` (`shown` in messages)."""
     kind = _check_file(path, shown)
-    text = _read_text(path, shown)
+    if kind in TABLES:
+        from .data_table import table_records
+
+        return table_records(path, shown, kind)
+    text = read_text(path, shown)
     entries = _parse_jsonl(text, shown) if kind == "jsonl" else _parse_json(text, shown)
     if not entries:
         raise DataError(msg("data.no_records"), shown, msg("data.add_record_fix"))
@@ -71,12 +78,13 @@ def _check_file(path: Path, shown: str) -> str:
     kind = EXTENSIONS.get(path.suffix.lower())
     if kind is None:
         raise DataError(msg("data.unsupported_type", suffix=path.suffix or msg("data.no_extension")), shown,
-                        msg("data.unsupported_type_fix", example="df.to_json('data.jsonl', orient='records', "
-                                                                  "lines=True, force_ascii=False)"))
+                        msg("data.unsupported_type_fix", example="pd.read_excel('data.xlsx').to_csv('data.csv', "
+                                                                  "index=False)"))
     return kind
 
 
-def _read_text(path: Path, shown: str) -> str:
+def read_text(path: Path, shown: str) -> str:
+    """The file's text (a UTF-8 BOM dropped), or a DataError for an empty, unreadable or non-UTF-8 file."""
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -163,12 +171,35 @@ def _shape_error(value, shown: str) -> DataError:
     if isinstance(value, dict):
         keys = ", ".join(repr(k) for k in list(value)[:10]) or msg("data.no_keys")
         lists = [k for k, v in value.items() if isinstance(v, list) and v and isinstance(v[0], dict)]
-        if {"instruction", "messages", "conversations"} & value.keys():
+        if {"instruction", "messages", "conversations", "dialog"} & value.keys():
             fix = msg("data.single_record_fix", example="[ {...} ]")
         elif lists:
             fix = msg("data.records_under_fix", key=lists[0])
         return DataError(msg("data.top_level_object", keys=keys), shown, fix)
     return DataError(msg("data.top_level_other", kind=kind_of(value)), shown, fix)
+
+
+def text_field(raw: dict, key: str, place: Place, fix: Msg, *, required: bool = True, prefix: str = "",
+               allow_empty: bool | None = None) -> str:
+    """The string field `key` of `raw`: optional fields may be absent, null or empty."""
+    field = f"{prefix}.{key}" if prefix else key
+    value = raw.get(key)
+    if key not in raw or (value is None and not required):
+        if required:
+            raise place.error(msg("data.missing"), field, fix)
+        return ""
+    if allow_empty is None:
+        allow_empty = not required
+    return check_text(value, field, place, fix, allow_empty=allow_empty)
+
+
+def check_text(value, field: str, place: Place, fix: Msg, *, allow_empty: bool) -> str:
+    """`value` when it is a string (with text in it, unless `allow_empty`); else a DataError at `field`."""
+    if not isinstance(value, str):
+        raise place.error(msg("data.not_text", kind=kind_of(value)), field, msg("data.not_text_fix", fix=fix))
+    if not allow_empty and not value.strip():
+        raise place.error(msg("data.empty_text"), field, msg("data.empty_text_fix"))
+    return value
 
 
 def kind_of(value) -> Msg | str:

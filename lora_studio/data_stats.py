@@ -8,7 +8,11 @@ Definitions (checked against the real Zhen Huan set: 112 and 50):
 - an exact duplicate is a record whose whole conversation equals an earlier record's; the first copy
   is not counted, so 50 identical records add 49;
 - a conflicting prompt is a distinct prompt (everything before the final answer: system, history and
-  the last user message) that appears with two or more different final answers.
+  the last user message) that appears with two or more different final answers;
+- a turn is one user or assistant message (a question and its answer are 2 turns); turns are
+  reported when some record has more than one exchange, or scripts were read. A script's speakers
+  are the distinct names in its dialog, the role included, and its lines left out are those the
+  conversation could not use (see data_script).
 """
 
 from __future__ import annotations
@@ -52,6 +56,13 @@ class LengthStats:
 
 
 @dataclass
+class TurnStats:
+    min: int
+    median: float
+    max: int
+
+
+@dataclass
 class DatasetReport:
     records: int
     exact_duplicates: int
@@ -66,6 +77,12 @@ class DatasetReport:
     over_cutoff: int | None = None    # records longer than cutoff_len (None without a cutoff)
     cutoff_len: int | None = None
     sources: list[str] = field(default_factory=list)
+    turns: TurnStats | None = None    # user and assistant messages per record (None for no records)
+    scripts: int = 0                  # records read from character scripts
+    speakers: list[tuple[int, int]] = field(default_factory=list)  # (speakers, scripts with that many)
+    left_out: int = 0                 # script lines not in any conversation
+    left_out_scripts: int = 0         # scripts with such lines
+    left_out_records: list[int] = field(default_factory=list)  # 0-based indices of their records (first few)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -95,7 +112,31 @@ class DatasetReport:
         spaced = [self._name("", i) for i in self.whitespace_records[:SHOWN]]
         lines.append(msg("data.report_whitespace_where", records=_records(self.whitespace), where=spaced) if spaced
                      else msg("data.report_whitespace", records=_records(self.whitespace)))
-        return lines + self._length_lines()
+        return lines + self._turn_lines() + self._length_lines()
+
+    def shows_turns(self) -> bool:
+        """Whether turns are worth a line: not when every record is one question and its answer."""
+        return self.turns is not None and (self.turns.max > 2 or self.scripts > 0)
+
+    def _turn_lines(self) -> list[Msg]:
+        if not self.shows_turns():
+            return []
+        t = self.turns
+        lines = [msg("data.report_turns", min=t.min, median=t.median, max=t.max)]
+        if self.scripts:
+            lines.append(msg("data.report_speakers", counts=self.speaker_counts()))
+            where = [self._name("", i) for i in self.left_out_records[:SHOWN]]
+            lines.append(msg("data.report_left_out", lines=self.left_out, records=_records(self.left_out_scripts),
+                             where=where) if self.left_out else msg("data.report_left_out_none"))
+        return lines
+
+    def speaker_counts(self) -> Msg | str:
+        """'2 speakers in 3 records, 3 speakers in 1 record': fewest speakers first."""
+        items = [msg("data.speakers_item", speakers=n, records=_records(count)) for n, count in self.speakers]
+        joined = items[0] if items else ""
+        for item in items[1:]:
+            joined = msg("data.list_join", first=joined, rest=item)
+        return joined
 
     def _length_lines(self) -> list[Msg]:
         if self.lengths is None:
@@ -145,7 +186,26 @@ def dataset_report(records, token_length: Callable | None = None,
         over_cutoff=sum(n > cutoff_len for n in lengths) if cutoff_len is not None else None,
         cutoff_len=cutoff_len,
         sources=sorted({r.source for r in records}),
+        **_script_counts(records),
     )
+
+
+def turn_count(record) -> int:
+    """User and assistant messages of a record (the system prompt is no turn)."""
+    return sum(1 for m in record.messages if m["role"] != "system")
+
+
+def _script_counts(records) -> dict:
+    turns = sorted(turn_count(record) for record in records)
+    scripts = [r for r in records if r.speakers is not None]
+    speakers = defaultdict(int)
+    for record in scripts:
+        speakers[record.speakers] += 1
+    return {"turns": TurnStats(turns[0], statistics.median(turns), turns[-1]) if turns else None,
+            "scripts": len(scripts), "speakers": sorted(speakers.items()),
+            "left_out": sum(len(r.left_out) for r in scripts),
+            "left_out_scripts": sum(1 for r in scripts if r.left_out),
+            "left_out_records": [r.index for r in scripts if r.left_out][:20]}
 
 
 def _characters(record) -> int:

@@ -73,7 +73,7 @@ BAD_FILES = [
     ("empty.json", "", ["file is empty"]),
     ("blank.jsonl", " \n\t\n", ["only whitespace"]),
     ("latin.json", b'[{"instruction": "\xc4\xe3", "output": "y"}]', ["not valid UTF-8", "byte offset 18", "0xc4"]),
-    ("table.csv", "instruction,output\nhi,yo\n", ["unsupported file type '.csv'", ".jsonl"]),
+    ("table.xlsx", "instruction,output\nhi,yo\n", ["unsupported file type '.xlsx'", ".jsonl", ".csv"]),
 ]
 
 

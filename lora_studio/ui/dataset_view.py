@@ -10,8 +10,9 @@ from pathlib import Path
 from types import MappingProxyType
 
 from ..config import RunConfig, Setting
+from ..data_stats import turn_count
 from ..errors import DataError
-from ..i18n import LANGUAGES, msg, text
+from ..i18n import LANGUAGES, msg, render, text
 from ..templates import IGNORE_INDEX
 
 PAGE_SIZE = 20
@@ -78,6 +79,7 @@ def doctor(records: list, config: RunConfig, renderer, lang: str):
         (msg("ui.doctor_conflicting"), report.conflicting_prompts),
         (msg("ui.doctor_empty"), report.empty_fields),
         (msg("ui.doctor_whitespace"), report.whitespace),
+        *script_rows(report, lang),
     ]
     if report.lengths:
         lengths = report.lengths
@@ -94,6 +96,21 @@ def doctor(records: list, config: RunConfig, renderer, lang: str):
         lines.append("\n- " + text("ui.doctor_conflict", lang, prompt=conflict.prompt[:40], answers=conflict.answers,
                                     records=", ".join(str(i + 1) for i in conflict.records[:6])))
     return "\n".join(lines), histogram_rows(report, config.cutoff_len, lang)
+
+
+def script_rows(report, lang: str) -> list[tuple]:
+    """The doctor's rows about turns, and about speakers and lines left out when scripts were read."""
+    if not report.shows_turns():
+        return []
+    turns = report.turns
+    rows = [(msg("data.doctor_turns"), f"{turns.min} / {turns.median:g} / {turns.max}")]
+    if report.scripts:
+        where = [msg("data.record_name", number=i + 1) for i in report.left_out_records[:5]]
+        left_out = (text("data.doctor_left_out_where", lang, lines=report.left_out, where=where) if where
+                    else report.left_out)
+        rows += [(msg("data.doctor_speakers"), render(report.speaker_counts(), lang)),
+                 (msg("data.doctor_left_out"), left_out)]
+    return rows
 
 
 def histogram_rows(report, cutoff_len: int, lang: str) -> list[dict]:
@@ -139,7 +156,8 @@ def token_segments(record, renderer, cutoff_len: int, lang: str) -> tuple[list[t
         segments.append((piece.replace("\n", "↵\n"), category))
         pending, pending_labels = [], []
     counts = {"tokens": len(example.input_ids), "trained": example.trained_tokens,
-              "truncated": example.truncated}
+              "truncated": example.truncated, "turns": turn_count(record), "speakers": record.speakers,
+              "left_out": len(record.left_out)}
     return segments, counts
 
 
@@ -154,5 +172,12 @@ def pick(records: list, number) -> object:
 
 
 def inspector_summary(counts: dict, lang: str) -> str:
+    """Tokens and trained tokens of the record, then its turns (and a script's speakers and lines left out)."""
     key = "ui.inspector_truncated" if counts["truncated"] else "ui.inspector_summary"
-    return text(key, lang, tokens=counts["tokens"], trained=counts["trained"], key=Setting.cutoff_len)
+    summary = text(key, lang, tokens=counts["tokens"], trained=counts["trained"], key=Setting.cutoff_len)
+    if counts.get("speakers") is not None:
+        turns = text("data.inspector_script", lang, turns=counts["turns"], speakers=counts["speakers"],
+                     left_out=counts["left_out"])
+    else:
+        turns = text("data.inspector_turns", lang, turns=counts.get("turns", 0))
+    return f"{summary} {turns}"

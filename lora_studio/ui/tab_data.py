@@ -1,5 +1,8 @@
 """数据 Dataset tab: choose data (bundled sample, upload, path), page through it, run the doctor, inspect.
 
+Every file type the library reads (JSON, JSONL, CSV, TSV, Parquet) can be uploaded; the doctor adds
+turns per record and, for character scripts, speakers and the lines left out.
+
 Handlers take the settings by name (`form.widgets_by_name()`), so what the doctor and the inspector
 show is exactly what a run started now would train on: same files, template, system prompt, cutoff
 and dedupe. Files are read only inside the studio's roots and only when they are datasets
@@ -15,6 +18,7 @@ from types import SimpleNamespace
 import gradio as gr
 
 from ..config import RunConfig, Setting, fields_in_group
+from ..data_parse import EXTENSIONS
 from ..i18n import msg
 from . import dataset_view as view
 from .form import checked_number, is_compact
@@ -35,7 +39,7 @@ def build(studio: Studio, form, labels, config: RunConfig) -> SimpleNamespace:
                 ui.sample = gr.Button(labels("ui.data_sample"), size="sm")
                 ui.load = gr.Button(labels("ui.data_load"), variant="primary", size="sm", elem_id="data-load")
             ui.upload = gr.File(label=labels("ui.data_upload"), file_count="multiple",
-                                file_types=[".json", ".jsonl"], height=120, elem_id="data-upload")
+                                file_types=list(EXTENSIONS), height=120, elem_id="data-upload")
         with gr.Column(scale=1):
             form.render(compact, config)
     with gr.Row():
