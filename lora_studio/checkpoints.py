@@ -4,7 +4,8 @@ transformers' Trainer writes `checkpoint-N` file by file, straight into place: a
 disk half-way leaves a folder that looks like a checkpoint and is not one. Here the Trainer writes each
 checkpoint into `checkpoints/.saving/checkpoint-N`; once every rank has written its part the folder is
 flushed to disk and renamed into `checkpoints/`, one atomic step. Rotation (`save_total_limit`) then
-removes only whole, older checkpoints, so the newest whole checkpoint is never deleted.
+removes only whole, older checkpoints, so the newest whole checkpoint is never deleted (nor, with early
+stopping, the best one: the Trainer loads it back at the end).
 
 A folder left by a crash (or by a version of LoRA Studio before this) is recognised by its contents
 (`is_complete`), ignored by `runs.latest_checkpoint`/`adapter_dirs`, and `set_aside_torn` moves it to
@@ -125,11 +126,15 @@ def publish(staged: Path, final: Path) -> Path:
     return final
 
 
-def rotate(checkpoints_dir: Path, limit: int | None) -> None:
-    """Keep the newest `limit` whole checkpoints (None or 0: all); an older one is renamed, then removed."""
+def rotate(checkpoints_dir: Path, limit: int | None, keep: Path | None = None) -> None:
+    """Keep the newest `limit` whole checkpoints (None or 0: all) and `keep` (the best, when early stopping
+    watches the validation loss: then the newest `limit - 1` besides it); an older one is renamed, then removed."""
     if not limit or limit <= 0:
         return
-    for old in complete_checkpoints(checkpoints_dir)[:-limit]:
+    whole = complete_checkpoints(checkpoints_dir)
+    protected = {whole[-1], Path(keep)} if whole and keep is not None else set(whole[-1:])
+    excess = len(whole) - max(limit, len(protected & set(whole)))
+    for old in [c for c in whole if c not in protected][:max(excess, 0)]:
         doomed = old.with_name(DELETING + old.name)
         os.replace(old, doomed)
         shutil.rmtree(doomed, ignore_errors=True)
@@ -184,10 +189,24 @@ def crash_safe_trainer_class():
             finally:
                 self._staging = False
             self.accelerator.wait_for_everyone()  # under torchrun every rank writes its own rng state
+            best = self._published_best(folder)
             if self.args.should_save:
+                if best is not None:  # the state written above named the staging folder
+                    self.state.save_to_json(str(staged / "trainer_state.json"))
                 publish(staged, folder / staged.name)
                 _remove_if_empty(staged.parent)
-                rotate(folder, self.args.save_total_limit)
+                rotate(folder, self.args.save_total_limit, keep=best)
+
+        def _published_best(self, folder: Path) -> Path | None:
+            """The best checkpoint (load_best_model_at_end) where it is once published, and the state's
+            best_model_checkpoint pointed there; transformers looked for it in the staging folder."""
+            step = self.state.best_global_step
+            if not step:
+                return None
+            best = folder / f"checkpoint-{step}"
+            found = step == self.state.global_step or is_complete(best)
+            self.state.best_model_checkpoint = str(best) if found else None
+            return best if found else None
 
     return CrashSafeTrainer
 

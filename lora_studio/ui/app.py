@@ -13,12 +13,11 @@ from __future__ import annotations
 import gradio as gr
 
 from ..config import Setting
-from ..errors import ConfigError
-from ..i18n import DEFAULT_LANGUAGE, msg, text
+from ..i18n import DEFAULT_LANGUAGE, text
 from ..presets import starting_config
 from types import SimpleNamespace
 
-from . import tab_chat, tab_compare, tab_data, tab_eval, tab_export, tab_model, tab_params, tab_train
+from . import demo_panel, tab_chat, tab_compare, tab_data, tab_eval, tab_export, tab_model, tab_params, tab_train
 from .dataset_view import sample_path
 from .form import SettingsForm
 from .i18n import Labels, language_of, say
@@ -37,7 +36,7 @@ CSS = """
 """
 TABS = ("model", "data", "params", "train", "chat", "evaluate", "compare", "export")
 # tabs built as build(studio, labels) and wired as wire(studio, ui, context)
-LATER_TABS = {"evaluate": tab_eval, "compare": tab_compare, "export": tab_export}
+LATER_TABS = (("evaluate", tab_eval), ("compare", tab_compare), ("export", tab_export))
 
 
 def initial_config(studio: Studio):
@@ -67,8 +66,9 @@ def build_app(studio: Studio):
                 train_ui = tab_train.build(studio, labels)
             with tabs["chat"]:
                 chat_ui = tab_chat.build(studio, labels)
+                chat_ui.demo = demo_panel.build(studio, labels)
             later = {}
-            for name, module in LATER_TABS.items():
+            for name, module in LATER_TABS:
                 with tabs[name]:
                     later[name] = module.build(studio, labels)
         tab_model.wire(studio, model_ui, form)
@@ -78,8 +78,9 @@ def build_app(studio: Studio):
         tab_chat.wire(studio, chat_ui, model_ui.trust)
         context = SimpleNamespace(form=form, trust=model_ui.trust, params=params_ui, chat=chat_ui, tabs=tabs,
                                   demo=demo)
-        for name, module in LATER_TABS.items():
+        for name, module in LATER_TABS:
             module.wire(studio, later[name], context)
+        demo_panel.wire(studio, chat_ui.demo, context)
         wire_page_load(demo, studio, form, share_note, (model_ui, data_ui, params_ui, train_ui, chat_ui))
         tabs["chat"].select(chat_ui.on_refresh_click, chat_ui.adapter, chat_ui.adapter, api_visibility="private")
     demo.studio_i18n = labels.gradio
@@ -127,25 +128,12 @@ def launch(demo, studio: Studio, host: str = "127.0.0.1", port: int | None = 786
     studio's limiter (access.LoginGuard). `console` is the language of the lines printed here (the
     CLI's); by default the page's forced one.
     """
-    from starlette.middleware import Middleware
-
-    from .access import LoginGuard
+    from .server import serve
 
     lang = console or studio.lang or DEFAULT_LANGUAGE
-    try:
-        if isinstance(auth, tuple):
-            auth = [auth]
-        _app, local_url, share_url = demo.launch(
-            server_name=host, server_port=port, share=share, auth=studio.logins.checker(auth) if auth else None,
-            prevent_thread_lock=True,
-            i18n=demo.studio_i18n, theme=gr.themes.Soft(), css=CSS, footer_links=["api"], quiet=True,
-            show_error=True, max_file_size=studio.max_upload_bytes,
-            app_kwargs={"middleware": [Middleware(LoginGuard, limiter=studio.logins)]})
-    except OSError as exc:  # Gradio says "Cannot find empty port" when another program holds it
-        if port is None or "port" not in str(exc).lower():
-            raise
-        raise ConfigError(msg("ui.port_busy", port=port, host=host), "--port",
-                          msg("ui.port_busy_fix", next=port + 1)) from None
+    local_url, share_url = serve(demo, studio.logins, auth, server_name=host, server_port=port, share=share,
+                                 i18n=demo.studio_i18n, theme=gr.themes.Soft(), css=CSS, footer_links=["api"],
+                                 show_error=True, max_file_size=studio.max_upload_bytes)
     # our own start-up lines: Gradio's would tell a studio user to edit launch() for a share link
     print(text("ui.running_at", lang, url=local_url), flush=True)
     if not share:
