@@ -8,6 +8,11 @@ tuned answer comes as fast as the base one. Both answers stream token by token i
 same sampling settings and the same seed (each pane has its own `torch.Generator`, so neither touches
 the global RNG a training run may be using), and stop on the chat template's end-of-turn tokens.
 Chat loads its own copy of the model: it never serves the object a training job is updating.
+
+The adapter's strength (`strength=` of compare/answer, 0 to 1.5) scales its contribution live: each
+LoRA layer's `scaling[adapter]` becomes the value peft gave it times the strength for one answer and
+is put back afterwards, so nothing reloads, 1.0 is exactly the adapter as trained, 0 exactly the base
+model, and every attached adapter keeps its own scaling. The base row of a mixed batch never uses it.
 """
 
 from __future__ import annotations
@@ -21,12 +26,13 @@ from typing import Iterator
 
 from . import pickles
 from .config import RunConfig, load_yaml
-from .errors import ModelError, first_line
+from .errors import ConfigError, ModelError, first_line
 from .i18n import msg
 from .sampling import SamplingConfig
 from .workspace import Workspace
 
 ZHEN_HUAN_SYSTEM_PROMPT = "现在你要扮演皇帝身边的女人--甄嬛"
+STRENGTH_RANGE = (0.0, 1.5)  # adapter strength: 0 is the base model, 1 the adapter as trained
 
 
 @dataclass
@@ -46,6 +52,7 @@ class Comparison:
     tuned: str = ""
     done: bool = False
     stats: dict = field(default_factory=lambda: {"base": PaneStats(), "tuned": PaneStats()})
+    ids: dict = field(default_factory=dict)  # "base"/"tuned" -> the answer's token ids so far (export's proof)
 
 
 class _Pane:
@@ -158,6 +165,7 @@ class ChatEngine:
         self.base_key: tuple | None = None
         self.adapters: dict[str, str] = {}   # adapter folder -> adapter name in the model
         self.active_adapter: str | None = None
+        self.scalings: dict[str, list] = {}  # adapter name -> [(LoRA layer, the scaling peft gave it)]
         self.cache_argument = "cache"
         self.lock = threading.Lock()
 
@@ -178,7 +186,7 @@ class ChatEngine:
             loaded.model.eval()
             self.model, self.tokenizer, self.renderer = loaded.model, loaded.tokenizer, loaded.renderer
             self.stop_token_ids = loaded.renderer.stop_token_ids
-            self.base_key, self.adapters, self.active_adapter = key, {}, None
+            self.base_key, self.adapters, self.active_adapter, self.scalings = key, {}, None, {}
             # transformers 5 calls the KV cache `cache`; a model's own remote code may still want the old name
             native = type(loaded.model).__module__.startswith("transformers.")
             self.cache_argument = "cache" if native else "past_key_values"
@@ -190,6 +198,21 @@ class ChatEngine:
         """
         self.load_base(run_config_for(adapter_dir), trust_remote_code=trust_remote_code)
         self.set_adapter(adapter_dir)
+
+    def release(self) -> None:
+        """Drop the loaded model (and empty the GPU cache): a multi-GPU run needs the memory. The next
+        chat loads it again."""
+        with self.lock:
+            self.model = self.tokenizer = self.renderer = None
+            self.base_key, self.adapters, self.active_adapter, self.scalings = None, {}, None, {}
+            self.stop_token_ids = []
+        import gc
+
+        import torch
+
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     def set_adapter(self, adapter_dir: Path | None) -> None:
         """Attach (or switch to) an adapter folder; None chats with the base model only."""
@@ -222,6 +245,15 @@ class ChatEngine:
             raise ModelError(msg("chat.adapter_mismatch", detail=first_line(exc)), str(adapter_dir),
                              msg("chat.adapter_mismatch_fix")) from None
         self.model.eval()
+        from peft.tuners.lora import LoraLayer
+
+        self.scalings[name] = [(layer, layer.scaling[name]) for layer in self.model.modules()
+                               if isinstance(layer, LoraLayer) and name in layer.scaling]
+
+    def _scale_adapter(self, strength: float) -> None:
+        """Scale the active adapter's LoRA layers to `strength` times their own scaling (1.0 restores it)."""
+        for layer, own in self.scalings.get(self.active_adapter, ()) if self.active_adapter else ():
+            layer.scaling[self.active_adapter] = own * strength
 
     def _require_model(self) -> None:
         if self.model is None:
@@ -253,40 +285,60 @@ class ChatEngine:
     # --- answering -------------------------------------------------------------------------------
     def compare(self, messages: list[dict], system_prompt: str | None = None,
                 sampling: SamplingConfig | None = None,
-                base_messages: list[dict] | None = None) -> Iterator[Comparison]:
+                base_messages: list[dict] | None = None, strength: float = 1.0) -> Iterator[Comparison]:
         """Stream the base and the tuned answer to the same conversation, token by token.
 
         In a multi-turn chat each pane continues its own conversation: `base_messages` holds the base
         pane's (the same user turns, the base model's own earlier answers); by default both share one.
+        `strength` scales the adapter in the tuned answer (STRENGTH_RANGE; 1.0 as trained).
         """
         sampling = sampling or SamplingConfig()
+        strength = check_strength(strength)
         self._require_model()
         prompt = self.renderer.encode_prompt(messages, system_prompt)
         base_prompt = self.renderer.encode_prompt(base_messages, system_prompt) if base_messages else prompt
         with self.lock:
             panes = {"base": _Pane(self, base_prompt, sampling, use_adapter=False),
                      "tuned": _Pane(self, prompt, sampling, use_adapter=True)}
-            result = Comparison(stats={name: pane.stats for name, pane in panes.items()})
+            result = Comparison(stats={name: pane.stats for name, pane in panes.items()},
+                                ids={name: pane.new_ids for name, pane in panes.items()})
             if base_prompt == prompt:
                 batches = self._batches(list(panes.values()))
             else:  # rows of different lengths would need padding: decode the panes in turn instead
                 batches = [_Batch(self, [pane], mixed=False) for pane in panes.values()]
-            while not all(p.done for p in panes.values()):
-                for batch in batches:
-                    batch.step()
-                result.base, result.tuned = panes["base"].text(), panes["tuned"].text()
-                yield result
+            self._scale_adapter(strength)
+            try:  # a closed stream (the page left) puts the adapter's own scaling back too
+                while not all(p.done for p in panes.values()):
+                    for batch in batches:
+                        batch.step()
+                    result.base, result.tuned = panes["base"].text(), panes["tuned"].text()
+                    yield result
+            finally:
+                self._scale_adapter(1.0)
             result.done = True
             yield result
 
     def answer(self, messages: list[dict], system_prompt: str | None = None,
                sampling: SamplingConfig | None = None,
-               base_messages: list[dict] | None = None) -> tuple[str, str]:
+               base_messages: list[dict] | None = None, strength: float = 1.0) -> tuple[str, str]:
         """Both final answers at once (the CLI and tests use this)."""
         final = Comparison()
-        for final in self.compare(messages, system_prompt, sampling, base_messages):
+        for final in self.compare(messages, system_prompt, sampling, base_messages, strength=strength):
             pass
         return final.base, final.tuned
+
+
+def check_strength(strength) -> float:
+    """The adapter strength as a float inside STRENGTH_RANGE, else a ConfigError naming the range."""
+    low, high = STRENGTH_RANGE
+    try:
+        value = float(strength)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not low <= value <= high:  # NaN fails too
+        raise ConfigError(msg("chat.bad_strength", value=strength, min=low, max=high), msg("chat.strength_where"),
+                          msg("chat.bad_strength_fix"))
+    return value
 
 
 def resolve_adapter_dir(path: Path) -> Path:
