@@ -58,6 +58,15 @@ class Evaluation(Event):
 
 
 @dataclass
+class EarlyStopped(Event):
+    """Validation loss stopped improving: training ended at `step`, the adapter is the one of `best_step`."""
+    kind = "early_stopped"
+    step: int
+    best_step: int
+    best_eval_loss: float
+
+
+@dataclass
 class Log(Event):
     """A line for the log; `level` is info, warning or debug."""
     kind = "log"
@@ -74,6 +83,7 @@ class Finished(Event):
     output: str = ""
     step: int = 0
     loss: float | None = None
+    text: Msg | None = None  # a summary for the log (an export: where it is and whether it answers alike)
 
 
 @dataclass
@@ -93,8 +103,38 @@ class DownloadProgress(Event):
     current_file: str = ""
 
 
+@dataclass
+class EvalProgress(Event):
+    """An evaluation's progress: `done` of `total` answers so far, the last for `checkpoint` (evaluation.py)."""
+    kind = "eval_progress"
+    done: int
+    total: int
+    checkpoint: str = ""
+    stage: str = ""  # probes | validation | control
+
+
+@dataclass
+class ExportProgress(Event):
+    """An export's progress: `stage` is a catalogue key (export.STAGES), done/total count within it."""
+    kind = "export"
+    stage: str
+    done: int = 0
+    total: int = 0
+
+
+@dataclass
+class TrackerLink(Event):
+    """Where the run's experiment tracker shows it (trackers.py): `url` a web address, or for a local
+    tracker its folder; `text` says where and how to open it."""
+    kind = "tracker_link"
+    tracker: str
+    url: str
+    text: Msg
+
+
 EVENT_TYPES = MappingProxyType({cls.kind: cls for cls in (Progress, Evaluation, Log, Finished, Failed,
-                                                         DownloadProgress)})
+                                                         DownloadProgress, EarlyStopped, EvalProgress,
+                                                         ExportProgress, TrackerLink)})
 
 
 def event_from_json(values: dict) -> Event:
