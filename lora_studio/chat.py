@@ -342,12 +342,17 @@ def check_strength(strength) -> float:
 
 
 def resolve_adapter_dir(path: Path) -> Path:
-    """A run folder means its final adapter, or its newest checkpoint if it has none yet."""
+    """A run folder means the checkpoint its user marked best, else its final adapter, else its newest
+    checkpoint (the one rule chat, the CLI, demos and exports share)."""
+    from .probes import best_adapter
     from .runs import adapter_dirs
 
     path = Path(path).expanduser()
     if (path / "adapter_config.json").is_file():
         return path
+    best = best_adapter(path) if path.is_dir() else None
+    if best is not None:
+        return best
     found = adapter_dirs(path) if path.is_dir() else []
     if not found:
         raise ModelError(msg("chat.no_adapter"), str(path), msg("chat.no_adapter_fix"))
