@@ -15,7 +15,7 @@ import re
 # presets, models, files, paths, numbers with units) are recognised by `is_name` instead.
 PRODUCT = "LoRA Studio"  # our name, in the licence of the demo model it builds
 TERMS = frozenset(term.lower() for term in {
-    "LoRA", "rsLoRA", "DoRA", "YAML", "JSON", "JSONL", "token", "tokens", "GPU", "CPU", "RAM", "GB", "MB", "KB",
+    "LoRA", "rsLoRA", "DoRA", "YAML", "JSON", "JSONL", "CSV", "TSV", "Parquet", "token", "tokens", "GPU", "CPU", "RAM", "GB", "MB", "KB",
     "ID", "API", "ModelScope", "Hugging", "Face", "Gradio", "Python", "AdamW", "Top-p", "Top-k", "ChatML",
     "Ctrl-C",  # a key to press
     "alpha", "dropout",  # the LoRA hyperparameters' own names ("LoRA alpha", "LoRA dropout")
