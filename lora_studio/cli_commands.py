@@ -36,6 +36,7 @@ def register(sub, lang: str) -> None:
     train.add_argument("--dry-run", action="store_true", help=_help("cli.help_dry_run", lang))
     train.add_argument("--resume", metavar="RUN", help=_help("cli.help_resume_run", lang,
                                                              allowed=", ".join(RESUMABLE_SETTINGS)))
+    train.add_argument("--run-dir", metavar="DIR", help=_help("launch.help_run_dir", lang))
     add_trust_remote_code_flag(train, lang)
     train.set_defaults(func=train_command)
 
@@ -102,7 +103,20 @@ def train_command(args: argparse.Namespace) -> int:
     config = apply_overrides(load_preset(args.config, args.workspace), args.set)
     if args.dry_run:
         return _dry_run(config, args)
-    return follow(TrainingJob(config, args.workspace, trust_remote_code=args.trust_remote_code), args.lang)
+    run_dir = _given_run_dir(args.run_dir) if args.run_dir else None
+    return follow(TrainingJob(config, args.workspace, run_dir=run_dir, trust_remote_code=args.trust_remote_code),
+                  args.lang)
+
+
+def _given_run_dir(name: str) -> Path:
+    """`train --run-dir DIR`: the folder every rank of a launched run trains into, never one trained already."""
+    from .errors import JobError
+    from .runs import adapter_dirs
+
+    run_dir = Path(name).expanduser().resolve()
+    if adapter_dirs(run_dir):
+        raise JobError(msg("launch.run_dir_has_run"), str(run_dir), msg("launch.run_dir_has_run_fix"))
+    return run_dir
 
 
 def _resume_job(args: argparse.Namespace):
@@ -125,6 +139,10 @@ def _dry_run(config: RunConfig, args: argparse.Namespace) -> int:
     from .estimate import dry_run
 
     print(dry_run(config, args.workspace).to_text(args.lang))
+    from .launch import dry_run_lines
+
+    for line in dry_run_lines(config, args.workspace, args.lang):  # under a launcher: its command(s)
+        print(line)
     return 0
 
 

@@ -22,7 +22,9 @@ from .errors import ConfigError
 from .events import Log
 from .i18n import Msg, msg
 from .runtime import World
-from .trainer_setup import CountingCollator, make_event_callback
+from .quantization import prepare as prepare_quantized
+from .trackers import arguments as tracker_arguments, link_callback, place_logs, report_to
+from .trainer_setup import CountingCollator, make_early_stopping_callback, make_event_callback
 
 
 @dataclass
@@ -47,6 +49,7 @@ class RunRecipe:
             model=self.model, args=self.arguments, train_dataset=data.train, eval_dataset=data.eval,
             data_collator=collator or self.collator, processing_class=self.tokenizer, callbacks=self.callbacks)
         trainer.remove_callback(PrinterCallback)  # our Log events already carry every logged value
+        place_logs(trainer)  # TensorBoard's event files go into the run folder (trackers.py)
         return trainer
 
 
@@ -56,8 +59,11 @@ def assemble_run(config: RunConfig, model, tokenizer, data, output_dir: Path, em
     import torch
     from peft import get_peft_model
 
+    has_eval = data.eval is not None if data is not None else config.val_size > 0
+    check_early_stopping(config, has_eval)
     model.config.use_cache = False  # a cache in train() disables the packed-sequence mask (NOTES.md)
     dtype_bytes = next(model.parameters()).element_size()
+    model = prepare_quantized(model, config, lambda text: emit(Log(text)))  # QLoRA only: peft's k-bit preparation
     lora = lora_config(config, model)
     # LoRA's initial weights come from the run's seed, so command.sh reproduces the run; the global
     # generators are left as they were (a dry run in the studio must not reseed a run training there).
@@ -72,11 +78,28 @@ def assemble_run(config: RunConfig, model, tokenizer, data, output_dir: Path, em
     emit(Log(reason))
     emit(Log(msg("training.lora_params", trainable=trainable, total=total, percent=100 * trainable / total)))
     collator = make_collator(config, model, tokenizer, lambda text: emit(Log(text)))
-    has_eval = data.eval is not None if data is not None else config.val_size > 0
     arguments = training_arguments(config, Path(output_dir), checkpointing, has_eval)
+    stopping = []
+    if config.early_stopping_patience:
+        stopping.append(make_early_stopping_callback(config.early_stopping_patience, emit))
+        emit(Log(msg("training.early_stopping_on", patience=config.early_stopping_patience,
+                     every=config.save_steps)))
     # ours runs last, so it sees a stop that any other callback asked for on this step
-    callbacks = [*extra_callbacks, make_event_callback(emit, collator, should_stop)]
+    links = [link_callback(config, emit)] if report_to(config) else []  # the tracker's run, shown in the studio
+    callbacks = [*extra_callbacks, *stopping, *links, make_event_callback(emit, collator, should_stop)]
     return RunRecipe(lora, checkpointing, reason, model, collator, arguments, callbacks, tokenizer)
+
+
+def check_early_stopping(config: RunConfig, has_eval: bool = True) -> None:
+    """ConfigError when early stopping is on with no validation loss to watch (`has_eval`: the split has records)."""
+    if config.early_stopping_patience <= 0:
+        return
+    if config.val_size <= 0:
+        raise ConfigError(msg("training.early_stopping_needs_validation"), Setting.early_stopping_patience,
+                          msg("training.early_stopping_needs_validation_fix"))
+    if not has_eval:
+        raise ConfigError(msg("training.early_stopping_no_validation", val_size=config.val_size), Setting.val_size,
+                          msg("training.early_stopping_no_validation_fix"))
 
 
 # --- LoRA ----------------------------------------------------------------------------------------
@@ -177,6 +200,9 @@ def training_arguments(config: RunConfig, output_dir: Path, gradient_checkpointi
     on_gpu = torch.cuda.is_available()
     dtype = dtype_name(config.dtype)
     distributed = World.from_env().distributed
+    # early stopping keeps the adapter of the lowest validation loss: its checkpoint is never rotated
+    # away (checkpoints.rotate) and the Trainer loads it back at the end, before adapter/ is saved
+    keep_best = config.early_stopping_patience > 0 and has_eval
     return TrainingArguments(
         output_dir=str(output_dir),
         learning_rate=config.learning_rate,
@@ -196,6 +222,9 @@ def training_arguments(config: RunConfig, output_dir: Path, gradient_checkpointi
         save_total_limit=config.save_total_limit or None,
         eval_strategy="steps" if has_eval else "no",
         eval_steps=config.save_steps if has_eval else None,
+        load_best_model_at_end=keep_best,
+        metric_for_best_model="eval_loss" if keep_best else None,
+        greater_is_better=False if keep_best else None,
         seed=config.seed,
         data_seed=config.seed,
         bf16=on_gpu and dtype == "bfloat16",
@@ -206,6 +235,6 @@ def training_arguments(config: RunConfig, output_dir: Path, gradient_checkpointi
         remove_unused_columns=False,
         dataloader_num_workers=0,
         disable_tqdm=True,
-        report_to=[],
+        **tracker_arguments(config, output_dir.parent),  # report_to (trackers.py), the run named after its folder
         save_only_model=False,
     )

@@ -134,7 +134,12 @@ def _config_part(run_dir: Path) -> tuple[str, RunConfig | None]:
 
 
 def _combined(events: RunInfo, config: tuple[str, RunConfig | None], running: bool) -> RunInfo:
-    # no end event and no live job: the process died (even before its first event)
+    # no end event and no live job: the process died (even before its first event), unless a launcher's
+    # processes still train it (started by a studio that has since restarted)
+    if not running and events.ended is None:
+        from .launch_job import still_running
+
+        running = still_running(events.path)
     status = "running" if running else events.ended or "interrupted"
     return replace(events, status=status, model=config[0], config=config[1])
 

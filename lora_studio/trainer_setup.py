@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from .config import RunConfig, Setting
-from .events import Evaluation, Log, Progress
+from .events import EarlyStopped, Evaluation, Log, Progress
 from .i18n import CATALOGUE, Msg, msg
 
 
@@ -144,3 +144,25 @@ def make_event_callback(emit: Callable, collator: CountingCollator, should_stop:
                             elapsed=elapsed, eta=eta)
 
     return EventCallback()
+
+
+def make_early_stopping_callback(patience: int, emit: Callable):
+    """transformers' EarlyStoppingCallback on the validation loss, saying when it stops the run.
+
+    It runs in `evaluate()`, before the Trainer records a new best, so the state's best is the one to
+    beat; on a stop the Trainer saves this step's checkpoint, then loads the best one back
+    (load_best_model_at_end, see recipe.training_arguments).
+    """
+    from transformers import EarlyStoppingCallback
+
+    class EarlyStopping(EarlyStoppingCallback):
+        def on_evaluate(self, args, state, control, metrics, **kwargs):
+            stopping = control.should_training_stop  # already asked for (stop(), or the last step)
+            super().on_evaluate(args, state, control, metrics, **kwargs)
+            if control.should_training_stop and not stopping and state.global_step < state.max_steps:
+                best_step, best = state.best_global_step or 0, float(state.best_metric)
+                emit(EarlyStopped(step=state.global_step, best_step=best_step, best_eval_loss=best))
+                emit(Log(msg("training.early_stopped", patience=patience, step=state.global_step,
+                             best_step=best_step, loss=best)))
+
+    return EarlyStopping(early_stopping_patience=patience)

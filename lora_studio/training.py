@@ -89,11 +89,21 @@ class TrainingJob(Job):
 
     # --- the Job hooks ---------------------------------------------------------------------------
     def prepare(self) -> None:
+        from .quantization import check_available
+        from .recipe import check_early_stopping
+        from .trackers import check_installed
+
+        check_early_stopping(self.config)  # refused before a run folder exists
+        check_installed(self.config)       # the tracker's package
+        check_available(self.config)       # bitsandbytes runs here, when the base is quantised
         try:
             if not self.resuming:
                 ensure_writable(self.workspace, self.workspace.runs)
-                self.run_dir = _shared_run_dir(self.config, self.workspace, self.world) if self.world.distributed \
-                    else create_run_dir(self.config, self.workspace)
+                if self.run_dir is not None:  # `train --run-dir`: the studio's launcher made it for every rank
+                    writable_folder(self.run_dir)
+                else:
+                    self.run_dir = _shared_run_dir(self.config, self.workspace, self.world) \
+                        if self.world.distributed else create_run_dir(self.config, self.workspace)
             else:
                 writable_folder(self.run_dir)
             if self.is_main and self.resuming:
@@ -214,8 +224,11 @@ class TrainingJob(Job):
             self.emit(Log(msg("training.last_answers_only"), level="warning"))
         if self.stop_requested:
             return "stopped"
+        from .launch_job import stop_file_callback  # run/STOP (the studio's launcher) stops every rank alike
+
         recipe = assemble_run(self.config, loaded.model, loaded.tokenizer, data, self.run_dir / "checkpoints",
-                              self.emit, lambda: self.stop_requested, self.extra_callbacks)
+                              self.emit, lambda: self.stop_requested,
+                              [*self.extra_callbacks, stop_file_callback(self.run_dir, self.stop)])
         total = self._check_disk(recipe.model, len(data.train), loaded.path)
         checkpoint = (self.checkpoint or latest_checkpoint(self.run_dir)) if self.resuming else None
         if checkpoint is not None and checkpoint_number(checkpoint) >= total:
@@ -225,6 +238,9 @@ class TrainingJob(Job):
             result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         if trainer.is_world_process_zero():
             save_adapter(recipe.model, loaded.tokenizer, self.run_dir)
+        best = trainer.state.best_model_checkpoint if trainer.args.load_best_model_at_end else None
+        if best is not None:  # early stopping: the Trainer loaded the best checkpoint back before the save
+            self.emit(Log(msg("training.best_adapter", checkpoint=Path(best).name, loss=trainer.state.best_metric)))
         self.checksum = float(sum(p.detach().float().abs().sum() for p in recipe.model.parameters()
                                   if p.requires_grad))
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
@@ -233,7 +249,8 @@ class TrainingJob(Job):
         return "stopped" if stopped else "completed"
 
     def _finish_from(self, checkpoint: Path) -> str:
-        """Every step was trained and saved, and the crash came before adapter/: it is the checkpoint's.
+        """Every step was trained and saved, and the crash came before adapter/: it is the checkpoint's
+        (with early stopping, the best checkpoint's).
 
         (The Trainer, resumed at its last step, would train one step more.)
         """
@@ -241,15 +258,18 @@ class TrainingJob(Job):
 
         from safetensors.torch import load_file
 
-        from .checkpoints import adapter_from_checkpoint
+        from .checkpoints import adapter_from_checkpoint, is_complete
 
         step = checkpoint_number(checkpoint)
+        state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+        best = Path(state.get("best_model_checkpoint") or checkpoint)
+        source = best if self.config.early_stopping_patience and is_complete(best) else checkpoint
         if self.is_main:
-            adapter_from_checkpoint(checkpoint, self.run_dir)
-        self.emit(Log(msg("training.finished_from_checkpoint", step=step, checkpoint=checkpoint.name)))
-        weights = load_file(str(checkpoint / "adapter_model.safetensors"))
+            adapter_from_checkpoint(source, self.run_dir)
+        self.emit(Log(msg("training.finished_from_checkpoint", step=step, checkpoint=source.name)))
+        weights = load_file(str(source / "adapter_model.safetensors"))
         self.checksum = float(sum(t.float().abs().sum() for t in weights.values()))
-        history = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))["log_history"]
+        history = state["log_history"]
         losses = [entry["loss"] for entry in history if "loss" in entry]
         self._result = (step, losses[-1] if losses else None)
         return "completed"

@@ -20,11 +20,13 @@ import gradio as gr
 
 from ..config import load_yaml
 from ..errors import JobError
-from ..events import Evaluation, Failed, Finished, Log, Progress
+from ..events import EarlyStopped, Evaluation, Failed, Finished, Log, Progress, TrackerLink
 from ..i18n import LANGUAGES, msg, text
 from ..runs import RunInfo, adapter_dirs, latest_checkpoint
 from .i18n import clock, language_of, say
 from .paths import run_folder
+from . import train_launch
+from . import monitor_panel
 from .state import Studio
 from .tab_model import TRUST
 
@@ -34,6 +36,10 @@ STEP, LOSS, CURVE = "step", "loss", "curve"  # the plot's columns; its titles ar
 # the legend's entries: catalogue key -> colour
 CURVES = MappingProxyType({"ui.curve_raw": "#9ecae1", "ui.curve_smoothed": "#d6604d",
                            "ui.curve_validation": "#2ca25f"})
+STOP_CURVE, STOP_COLOR = "training.curve_early_stop", "#404040"
+# gr.LinePlot sums the losses of points that share a step in one curve: the two ends of the early-stop
+# rule sit this far apart on the step axis, which draws as a vertical line
+RULE_WIDTH = 1e-3
 RESUMABLE = ("stopped", "interrupted", "failed")
 RUN_COLUMNS = ("ui.col_run", "ui.col_status", "ui.col_step", "ui.col_loss", "ui.col_model", "ui.col_adapters")
 
@@ -49,7 +55,9 @@ def current(studio: Studio, runs: list[RunInfo]) -> tuple[Path | None, list, str
 
 
 def loss_points(events: list) -> int:
-    return sum(isinstance(e, Evaluation) or (isinstance(e, Progress) and e.loss is not None) for e in events)
+    """What the plot draws, counted: it is redrawn when this changes (an early stop adds its rule)."""
+    return sum(isinstance(e, (Evaluation, EarlyStopped)) or (isinstance(e, Progress) and e.loss is not None)
+               for e in events)
 
 
 def loss_frame(events: list, lang: str):
@@ -60,24 +68,46 @@ def loss_frame(events: list, lang: str):
     """
     import pandas as pd
 
-    raw, smoothed, validation = (text(key, lang) for key in CURVES)
-    rows, average, weight = [], 0.0, 1.0
-    for event in events:
-        if isinstance(event, Progress) and event.loss is not None:
-            average = SMOOTHING * average + (1 - SMOOTHING) * event.loss
-            weight *= SMOOTHING  # dividing by 1 - weight removes the pull towards the zero start
-            rows.append({STEP: event.step, LOSS: event.loss, CURVE: raw})
-            rows.append({STEP: event.step, LOSS: round(average / (1 - weight), 5), CURVE: smoothed})
-        elif isinstance(event, Evaluation):
-            rows.append({STEP: event.step, LOSS: event.eval_loss, CURVE: validation})
+    raw, smooth, validation = (text(key, lang) for key in CURVES)
+    steps = [e for e in events if isinstance(e, Progress) and e.loss is not None]
+    rows = []
+    for event, average in zip(steps, smoothed([e.loss for e in steps])):
+        rows.append({STEP: event.step, LOSS: event.loss, CURVE: raw})
+        rows.append({STEP: event.step, LOSS: average, CURVE: smooth})
+    rows += [{STEP: e.step, LOSS: e.eval_loss, CURVE: validation} for e in events if isinstance(e, Evaluation)]
     drawn = {row[CURVE] for row in rows}
     rows += [{STEP: rows[0][STEP] if rows else 0, LOSS: None, CURVE: curve}
-             for curve in (raw, smoothed, validation) if curve not in drawn]
+             for curve in (raw, smooth, validation) if curve not in drawn]
+    rows += early_stop_rule(events, [row[LOSS] for row in rows], text(STOP_CURVE, lang))
     return pd.DataFrame(rows, columns=[STEP, LOSS, CURVE])
 
 
-def curve_colors() -> dict[str, str]:
-    return {text(key, lang): color for key, color in CURVES.items() for lang in LANGUAGES}
+def smoothed(losses: list[float]) -> list[float]:
+    """TensorBoard's smoothing of a loss curve: a debiased exponential moving average."""
+    values, average, weight = [], 0.0, 1.0
+    for loss in losses:
+        average = SMOOTHING * average + (1 - SMOOTHING) * loss
+        weight *= SMOOTHING  # dividing by 1 - weight removes the pull towards the zero start
+        values.append(round(average / (1 - weight), 5))
+    return values
+
+
+def early_stop_rule(events: list, losses: list, curve: str) -> list[dict]:
+    """Two points of `curve`: a vertical line at the step early stopping ended the run, as tall as the
+    plotted losses; none when it did not stop early."""
+    stop = next((e for e in reversed(events) if isinstance(e, EarlyStopped)), None)
+    drawn = [loss for loss in losses if loss is not None]
+    if stop is None or not drawn:
+        return []
+    return [{STEP: stop.step, LOSS: min(drawn), CURVE: curve},
+            {STEP: stop.step + RULE_WIDTH, LOSS: max(drawn), CURVE: curve}]
+
+
+def curve_colors(early_stop: bool = False) -> dict[str, str]:
+    """The legend's colours; with the early-stop rule's when it is drawn. A plot takes the curves of its
+    first frame for good unless its colour map changes, so the rule's curve is named only when drawn."""
+    colors = {**CURVES, STOP_CURVE: STOP_COLOR} if early_stop else CURVES
+    return {text(key, lang): color for key, color in colors.items() for lang in LANGUAGES}
 
 
 def status_html(run_dir: Path | None, events: list, state: str, lang: str) -> str:
@@ -101,13 +131,27 @@ def status_html(run_dir: Path | None, events: list, state: str, lang: str) -> st
         facts.append(say("ui.fact_elapsed", lang, time=clock(progress.elapsed)))
         if progress.eta is not None and state in ("running", "stopping"):
             facts.append(say("ui.eta_in", lang, time=clock(progress.eta)))
+    stop = next((e for e in reversed(events) if isinstance(e, EarlyStopped)), None)
+    if stop is not None:  # a completed run that ended short of its steps: say why
+        facts.append(say("training.fact_early_stopped", lang, step=stop.step, best_step=stop.best_step))
     message = ""
     if isinstance(end, Failed):
         message = f"<div class='studio-error'>{html.escape(end.text.render(lang))}</div>"
     elif isinstance(end, Finished):
         message = f"<div>{say('ui.adapter_at', lang, path=f'<code>{html.escape(end.output)}</code>')}</div>"
+    message += tracker_line(next((e for e in reversed(events) if isinstance(e, TrackerLink)), None), lang)
     return (f"<div class='studio-progress'><progress max='100' value='{percent:.1f}'></progress> "
             f"{percent:.0f}%</div><div id='train-status-text'>{' · '.join(facts)}</div>{message}")
+
+
+def tracker_line(link: TrackerLink | None, lang: str) -> str:
+    """Where the run's experiment tracker shows it: a link to a web page, or the folder and command."""
+    if link is None:
+        return ""
+    words = html.escape(link.text.render(lang))
+    if link.url.startswith(("https://", "http://")):  # only a web address becomes a link
+        words = f"<a href='{html.escape(link.url, quote=True)}' target='_blank' rel='noopener'>{words}</a>"
+    return f"<div id='train-tracker-link'>{words}</div>"
 
 
 def log_tail(events: list, lang: str) -> str:
@@ -156,6 +200,8 @@ def build(studio: Studio, labels) -> SimpleNamespace:
         ui.log = gr.Textbox(label=labels("ui.train_log"), lines=LOG_LINES, max_lines=LOG_LINES, interactive=False,
                             autoscroll=True, elem_id="train-log", scale=2)
     ui.runs = gr.Dataframe(label=labels("ui.train_history"), interactive=False, elem_id="runs-table")
+    ui.launch = train_launch.build(labels)
+    ui.monitor = monitor_panel.build(studio, labels)  # GPU, RAM, tokens/s
     ui.cursor = gr.State(None)
     ui.timer = gr.Timer(1.0)
     return ui
@@ -169,9 +215,11 @@ def wire(studio: Studio, ui: SimpleNamespace, form, trust) -> None:
     def plot_update(events: list, lang: str):
         if not loss_points(events):
             return gr.update(visible=True), gr.update(visible=False)
+        stopped = any(isinstance(e, EarlyStopped) for e in events)
         return gr.update(visible=False), gr.LinePlot(
             loss_frame(events, lang), visible=True, x_title=say("ui.plot_step", lang),
-            y_title=say("ui.plot_loss", lang), color_title=say("ui.plot_curve", lang))
+            y_title=say("ui.plot_loss", lang), color_title=say("ui.plot_curve", lang),
+            color_map=curve_colors(stopped))
 
     def on_timer_tick(cursor, request: gr.Request):
         runs = studio.scan_runs()
@@ -188,13 +236,10 @@ def wire(studio: Studio, ui: SimpleNamespace, form, trust) -> None:
 
     @guarded
     def on_start_click(request: gr.Request, **settings):
-        from ..training import TrainingJob
-
         trusted = settings.pop(TRUST, False) is True
         config = studio.checked(form.to_config(settings))
-        job = studio.start(studio.training, lambda: TrainingJob(config, studio.workspace, trust_remote_code=trusted),
-                           request)
-        return say("ui.started", language_of(request, studio.lang), run=job.run_dir.name)
+        # in this process, or under a launcher (train_launch.py); several nodes: their commands, nothing started
+        return train_launch.start_or_prepare(studio, config, trusted, request)
 
     @guarded
     def on_stop_click(request: gr.Request):
@@ -207,8 +252,6 @@ def wire(studio: Studio, ui: SimpleNamespace, form, trust) -> None:
 
     @guarded
     def on_resume_click(run, request: gr.Request, **consent):
-        from ..training import TrainingJob
-
         if not str(run or "").strip():
             raise JobError(msg("ui.no_run_chosen"), msg("ui.where_training"), msg("ui.no_run_chosen_fix"))
         folder = run_folder(studio.roots, studio.workspace, str(run), resumable(studio.scan_runs()))
@@ -216,8 +259,7 @@ def wire(studio: Studio, ui: SimpleNamespace, form, trust) -> None:
         if (folder / "config.yaml").is_file():  # a run trained from the CLI may name files outside the roots
             studio.checked(load_yaml(folder / "config.yaml"))
         trusted = consent.get(TRUST) is True
-        job = studio.start(studio.training, lambda: TrainingJob.resume(folder, studio.workspace,
-                                                                       trust_remote_code=trusted), request)
+        job = studio.start(studio.training, lambda: train_launch.resume_job(studio, folder, trusted), request)
         return say("ui.resumed", language_of(request, studio.lang), run=job.run_dir.name)
 
     def on_progress_poll() -> dict:
@@ -241,5 +283,7 @@ def wire(studio: Studio, ui: SimpleNamespace, form, trust) -> None:
     ui.resume.click(on_resume_click, ui.resume_run, ui.notice, inputs_kwargs={TRUST: trust},
                     api_name="resume_training").then(**poll)
     gr.api(on_progress_poll, api_name="training_progress")
+    train_launch.wire(studio, ui.launch, trust, ui.notice, poll)
+    monitor_panel.wire(studio, ui.monitor)
     ui.on_timer_tick = on_timer_tick
     ui.poll_outputs = outputs
