@@ -17,8 +17,14 @@ def greedy_ids(model, prompt_ids: list[int], stop_ids, max_new_tokens: int = 64)
     config = GenerationConfig(do_sample=False, max_new_tokens=max_new_tokens, eos_token_id=stop_ids or None,
                               pad_token_id=stop_ids[0] if stop_ids else 0)
     ids = torch.tensor([list(prompt_ids)], device=model.device)
-    with torch.inference_mode():
-        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config)
+    # transformers 5 fills whatever `config` leaves at its default from the model's own
+    # generation_config (a saved repetition_penalty of 1.1 would bend "greedy"): blank it meanwhile
+    saved, model.generation_config = model.generation_config, GenerationConfig()
+    try:
+        with torch.inference_mode():
+            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config)
+    finally:
+        model.generation_config = saved
     new = out[0, len(prompt_ids):].tolist()
     for index, token in enumerate(new):
         if token in stop_ids:
