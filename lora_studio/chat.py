@@ -178,7 +178,7 @@ class ChatEngine:
         from . import models
 
         key = (str(models.resolve_model_path(config.model_name_or_path, self.workspace)), config.dtype,
-               config.template, trust_remote_code)
+               config.template, config.quantization, trust_remote_code)
         if key == self.base_key:
             return
         with self.lock:

@@ -4,7 +4,8 @@ The CLI's `train --dry-run`, the studio's pre-flight panel and `gradient_checkpo
 these numbers. They come from the run itself: the model is constructed from its config on the meta
 device (no weights, no download) and handed to `recipe.assemble_run`, as a real run's model is, and
 the step count reproduces the installed Trainer's arithmetic. The memory estimate is the formula
-documented in catalog.yaml. Every line is a catalogue message (`Preflight.lines()`).
+documented in catalog.yaml; with quantisation (QLoRA) the weights' part is quantization.py's. Every
+line is a catalogue message (`Preflight.lines()`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from .config import RunConfig
 from .disk import DiskNeed, disk_need, tokenizer_bytes
 from .errors import ModelError, first_line
 from .i18n import DEFAULT_LANGUAGE, Msg, msg
+from .quantization import estimate_note, frozen_weight_bytes
 from .runtime import World, dtype_name, torch_dtype
 from .workspace import Workspace
 
@@ -163,7 +165,7 @@ def memory_estimate(model_config, run_config: RunConfig, dtype_bytes: int = 2,
         activations += layers * one_layer
     activations += LOGIT_BYTES_PER_ENTRY * tokens * config.vocab_size
     parts = {
-        "weights": dtype_bytes * (total - trainable) / GB,
+        "weights": frozen_weight_bytes(config, run_config, total - trainable, dtype_bytes) / GB,  # QLoRA: less
         "lora+optimizer": 16 * trainable / GB,  # fp32 weights, gradients and two AdamW moments
         "activations": activations / GB,
         "runtime": RUNTIME_BYTES / GB,
@@ -198,6 +200,8 @@ def preflight(run_config: RunConfig, model_config_dict: Mapping, num_examples: i
     checkpointing = recipe.gradient_checkpointing
     memory = memory_estimate(model_config_dict, run_config, dtype_bytes, checkpointing, params)
     notes = [recipe.checkpointing_reason] if run_config.gradient_checkpointing == "auto" else []
+    quantized = estimate_note(_transformers_config(model_config_dict), run_config, params[1] - params[0])
+    notes += [quantized] if quantized is not None else []
     if dtype == "float32":
         bf16 = memory_estimate(model_config_dict, run_config, 2, checkpointing, params)["total"]
         notes.append(msg("estimate.float32_here", gb=bf16))
@@ -224,7 +228,11 @@ def _partial_accumulation_note(num_examples: int, run_config: RunConfig, steps: 
 def dry_run(run_config: RunConfig, workspace: Workspace) -> Preflight:
     """Everything up to the first step, without downloading: the CLI's `train --dry-run`."""
     from .data import select_records
+    from .quantization import check_available
+    from .trackers import check_installed
 
+    check_installed(run_config)   # what a start would refuse, refused here first
+    check_available(run_config)
     model_config, where = model_config_for(run_config, workspace)
     report = preflight(run_config, model_config, len(select_records(run_config).train))
     report.model = where

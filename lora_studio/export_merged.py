@@ -46,8 +46,12 @@ def write_merged(ctx, folder: Path, card: bool) -> Path:
 
     folder.mkdir(parents=True, exist_ok=True)
     ctx.progress(MERGED_STAGE, 0, MERGE_STEPS)
+    from . import quantization
+
     path = models.resolve_model_path(ctx.config.model_name_or_path, ctx.workspace)
-    model = models.load_model(path, ctx.config, trust_remote_code=ctx.trust_remote_code)
+    if quantization.is_on(ctx.config):  # a QLoRA adapter is merged into the full-precision base
+        ctx.log(quantization.export_note())
+    model = models.load_model(path, quantization.full_precision(ctx.config), trust_remote_code=ctx.trust_remote_code)
     ctx.check_stop()
     ctx.progress(MERGED_STAGE, 1, MERGE_STEPS)
     model = merge_adapter(model, ctx.adapter)

@@ -150,8 +150,12 @@ def _check_special_ids(tokenizer, model_file: Path) -> None:
 
 
 # --- model ---------------------------------------------------------------------------------------
-def load_index_model(path, dtype):
-    """`LlamaForCausalLM` with the Index weights and its lm_head rows L2-normalised (untied head)."""
+def load_index_model(path, dtype, **quantized):
+    """`LlamaForCausalLM` with the Index weights and its lm_head rows L2-normalised (untied head).
+
+    `quantized` is quantization.load_arguments' (bitsandbytes config and device map), or nothing; the
+    head is never quantised, so its rows are normalised the same way.
+    """
     from transformers import LlamaForCausalLM
 
     path = Path(path)
@@ -166,7 +170,7 @@ def load_index_model(path, dtype):
         with pickles.explained(path, "model"):
             model, info = LlamaForCausalLM.from_pretrained(
                 str(path), config=llama_config_from_index(config_dict), dtype=dtype, weights_only=True,
-                output_loading_info=True)
+                output_loading_info=True, **quantized)
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise ModelError(msg("models.index_weights_failed", detail=first_line(exc)), str(path / weights[0]),
                          msg("models.download_again_fix")) from None

@@ -75,9 +75,12 @@ class LaunchedTrainingJob(Job):
 
     # --- the Job hooks ---------------------------------------------------------------------------
     def prepare(self) -> None:
+        from . import quantization, trackers
         from .recipe import check_early_stopping
 
         check_early_stopping(self.config)
+        trackers.check_installed(self.config)  # before a run folder exists, as for in-process runs
+        quantization.check_available(self.config)
         if self.resuming:
             writable_folder(self.run_dir)
         else:

@@ -98,32 +98,38 @@ def load_tokenizer(path: Path, config: RunConfig, model_config: dict | None = No
 
 
 def load_model(path: Path, config: RunConfig, model_config: dict | None = None, trust_remote_code: bool = False):
-    """The model's weights, on the GPU when there is one; remote code only with `trust_remote_code`."""
+    """The model's weights, on the GPU when there is one; remote code only with `trust_remote_code`.
+
+    With `quantization` on, the frozen weights load quantised by bitsandbytes (quantization.py).
+    """
     from .index_model import is_index_config
+    from .quantization import load_arguments
     from .runtime import torch_dtype
 
     model_config = model_config if model_config is not None else read_model_config(path)
     dtype = torch_dtype(config.dtype)
+    quantized = load_arguments(config)  # {} unless quantised; a clear error where bitsandbytes cannot run
     if is_index_config(model_config):  # never its own code: the native Llama load is exact (index_model.py)
         from .index_model import load_index_model
 
-        model = load_index_model(path, dtype)
+        model = load_index_model(path, dtype, **quantized)
     else:
-        model = _load_transformers_model(path, model_config, dtype, trust_remote_code)
+        model = _load_transformers_model(path, model_config, dtype, trust_remote_code, **quantized)
     import torch
 
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() and not quantized:  # a quantised model is placed by its device_map
         model = model.to("cuda")
     return model
 
 
-def _load_transformers_model(path: Path, model_config: dict, dtype, trust_remote_code: bool):
+def _load_transformers_model(path: Path, model_config: dict, dtype, trust_remote_code: bool, **quantized):
     from transformers import AutoModelForCausalLM
 
     remote_code.require_consent(path, model_config, trust_remote_code)
     try:
         with pickles.explained(path, "model"):
-            return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, trust_remote_code=trust_remote_code)
+            return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, trust_remote_code=trust_remote_code,
+                                                        **quantized)
     except (OSError, ValueError, KeyError) as exc:
         if remote_code.is_refusal(exc):
             raise remote_code.refusal(path, model_config) from None
