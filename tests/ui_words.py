@@ -18,6 +18,7 @@ TERMS = frozenset(term.lower() for term in {
     "LoRA", "rsLoRA", "DoRA", "YAML", "JSON", "JSONL", "CSV", "TSV", "Parquet", "token", "tokens", "GPU", "CPU", "RAM", "GB", "MB", "KB",
     "ID", "API", "ModelScope", "Hugging", "Face", "Gradio", "Python", "AdamW", "Top-p", "Top-k", "ChatML",
     "Ctrl-C",  # a key to press
+    "GGUF", "Ollama", "Space", "Spaces", "Modelfile", "safetensors", "transformers", "llama-cpp-python",  # export
     "alpha", "dropout",  # the LoRA hyperparameters' own names ("LoRA alpha", "LoRA dropout")
     "sqrt",  # in the formula lora_alpha / sqrt(r)
     "bilibili",  # the company, in the model name Index-1.9B-Chat (bilibili)
@@ -28,6 +29,7 @@ def known_names() -> frozenset[str]:
     """Names a page shows as they are: settings and the values they take, presets, models."""
     from lora_studio.catalog import load_catalog
     from lora_studio.config import RunConfig
+    from lora_studio.export import TARGETS
     from lora_studio.presets import BUNDLED
     from lora_studio.sampling import SamplingConfig
 
@@ -38,6 +40,7 @@ def known_names() -> frozenset[str]:
             for value in (*spec.metadata.get("choices", ()), *spec.metadata.get("suggestions", ())):
                 names.update(str(value).lower().replace(",", " ").split())
     names.update(path.stem for path in BUNDLED.glob("*.yaml"))
+    names.update(TARGETS)  # the export targets, as `export --to` takes them and an export folder is named
     for entry in load_catalog():
         names.update({entry.key, entry.modelscope_id, entry.huggingface_id, entry.template})
     return frozenset(names)

@@ -23,7 +23,7 @@ from .. import i18n as catalogue
 LOCALES = MappingProxyType({"en": ("en",), "zh": ("zh", "zh-CN", "zh-Hans", "zh-TW", "zh-Hant")})
 # The catalogue areas Gradio shows as labels. Texts with {fields} are for handlers: the browser's
 # ICU formatter would read the braces as its own placeholders.
-LABEL_AREAS = ("ui.", "field.", "help.", "compare.", "chat.", "demo.", "evaluation.", "launch.")
+LABEL_AREAS = ("ui.", "field.", "help.", "compare.", "chat.", "demo.", "evaluation.", "launch.", "export_ui.")
 
 
 def table(lang: str) -> dict[str, str]:
