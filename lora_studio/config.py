@@ -184,8 +184,8 @@ class RunConfig:
         "参与训练的机器数；大于 1 时显示每台机器上要运行的命令。", min=1, max=1024, label="Nodes",
         label_zh="节点数"))
     rdzv_endpoint: str = field(default="", metadata=setting(
-        "hardware", "Rendezvous endpoint host:port of the first node, for a multi-node run.",
-        "多机训练时第一个节点的汇合地址 host:port。", free_text=True, label="Rendezvous endpoint",
+        "hardware", "Rendezvous endpoint of the first node for a multi-node run, as host:port, e.g. 10.0.0.1:29500.",
+        "多机训练时第一个节点的汇合地址，格式为“主机:端口”，例如 10.0.0.1:29500。", free_text=True, label="Rendezvous endpoint",
         label_zh="汇合地址"))
     # --- evaluation ------------------------------------------------------------------------------
     probe_prompts: list = field(default_factory=lambda: list(DEFAULT_PROBES), metadata=setting(

@@ -26,14 +26,18 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage
          "--disable-quic"]
 SHOTS = ROOT / "test-artifacts" / "screenshots"
 SAMPLE = str(ROOT / "data" / "huanhuan_sample.json")
-TABS = {"zh": ["模型", "数据", "参数", "训练", "对话"], "en": ["Model", "Dataset", "LoRA & training", "Train", "Chat"]}
-NAMES = ["model", "data", "params", "train", "chat"]
+TABS = {"zh": ["模型", "数据", "参数", "训练", "对话", "评估", "对比", "导出"],
+        "en": ["Model", "Dataset", "LoRA & training", "Train", "Chat", "Evaluate", "Compare", "Export"]}
+NAMES = ["model", "data", "params", "train", "chat", "evaluate", "compare", "export"]
 LOCALES = {"zh": "zh-CN", "en": "en-US"}
 
 # Data, whatever its language: the dataset's records, the tokens of a record as trained (token
 # strings such as <|im_start|>system), the chat answers and the probe prompts (questions sent to the
 # model), and the command-line preview (a program, a file, a subcommand and option names).
-DATA = ("#data-table", "#inspector-tokens .textfield", "#chat-base", "#chat-tuned", ".probe", "#settings-cli")
+DATA = ("#data-table", "#inspector-tokens .textfield", "#chat-base", "#chat-tuned", ".probe", "#settings-cli",
+        "#eval-grid", "#eval-samples", "#eval-controls", "#eval-probes", "#export-parity", "#export-commands",
+        # the evaluation's word lists and questions are the user's data, in whatever language
+        "#field-probe_prompts", "#field-persona_markers", "#field-leakage_words", "#field-control_prompts")
 # The system prompt is the user's data too; the English page shows it in its box and in the YAML.
 ENGLISH_DATA = DATA + ("#field-system_prompt", "#chat-system", "#settings-yaml")
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="no /usr/bin/chromium: install Debian's "

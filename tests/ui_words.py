@@ -19,6 +19,9 @@ TERMS = frozenset(term.lower() for term in {
     "ID", "API", "ModelScope", "Hugging", "Face", "Gradio", "Python", "AdamW", "Top-p", "Top-k", "ChatML",
     "Ctrl-C",  # a key to press
     "GGUF", "Ollama", "Space", "Spaces", "Modelfile", "safetensors", "transformers", "llama-cpp-python",  # export
+    "QLoRA", "bitsandbytes", "DDP", "FSDP", "DeepSpeed", "torchrun", "accelerate",  # scale-out, by their names
+    "ROUGE", "ROUGE-L", "chrF", "txt",  # metric names; a file type
+    "dialog",  # a character script's field name, like role_name beside it
     "alpha", "dropout",  # the LoRA hyperparameters' own names ("LoRA alpha", "LoRA dropout")
     "sqrt",  # in the formula lora_alpha / sqrt(r)
     "bilibili",  # the company, in the model name Index-1.9B-Chat (bilibili)

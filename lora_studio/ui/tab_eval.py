@@ -73,8 +73,10 @@ def build(studio: Studio, labels) -> SimpleNamespace:
         ui.mark = gr.Button(labels("evaluation.ui_mark"), scale=1, elem_id="eval-mark")
     ui.metrics_table = gr.Dataframe(label=labels("evaluation.ui_metrics_table"), interactive=False,
                                     elem_id="eval-metrics")
-    ui.samples = gr.Dataframe(label=labels("evaluation.ui_samples"), interactive=False, wrap=True)
-    ui.control = gr.Dataframe(label=labels("evaluation.ui_control"), interactive=False, wrap=True)
+    ui.samples = gr.Dataframe(label=labels("evaluation.ui_samples"), interactive=False, wrap=True,
+                              elem_id="eval-samples")
+    ui.control = gr.Dataframe(label=labels("evaluation.ui_control"), interactive=False, wrap=True,
+                              elem_id="eval-controls")
     with gr.Accordion(labels("evaluation.ui_probe_set"), open=False):
         ui.probe_text = gr.Textbox(label=labels("evaluation.ui_probe_lines"), info=labels("evaluation.ui_probe_info"),
                                    lines=6, elem_id="eval-probes")
