@@ -20,7 +20,7 @@ from .workspace import HOME_VARIABLE, Workspace, ensure_writable
 
 COMMON_OPTIONS = ("--lang", "--workspace")  # taken before the command and after it alike
 # commands that write into the workspace: a read-only one, or a file, is one message before they start
-WRITING_COMMANDS = ("train", "demo-model", "download", "studio", "export", "eval")
+WRITING_COMMANDS = ("train", "demo-model", "download", "studio", "export", "eval", "fetch-llama-cpp")
 
 
 def help_text(key: str, lang: str, **params) -> str:

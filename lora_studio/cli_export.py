@@ -36,6 +36,22 @@ def register(sub, lang: str) -> None:
     add_trust_remote_code_flag(export, lang)
     export.set_defaults(func=export_command)
 
+    fetch = sub.add_parser("fetch-llama-cpp", help=_help("export.help_fetch", lang),
+                           description=_help("export.help_fetch", lang))
+    fetch.add_argument("--sdist", metavar="FILE", help=_help("export.help_fetch_sdist", lang))
+    fetch.set_defaults(func=fetch_command)
+
+
+def fetch_command(args: argparse.Namespace) -> int:
+    """Fetch llama.cpp's converters (pinned) into the workspace once; later exports find them there."""
+    from . import llama_cpp
+
+    def log(line) -> None:
+        print(line.render(args.lang) if hasattr(line, "render") else str(line), flush=True)
+
+    llama_cpp.fetch(args.workspace, log, sdist=Path(args.sdist) if args.sdist else None)
+    return 0
+
 
 def export_command(args: argparse.Namespace) -> int:
     from .export import ExportJob, ExportRequest

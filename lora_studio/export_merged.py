@@ -137,6 +137,13 @@ def write_tokenizer(renderer, base_path: Path, folder: Path) -> None:
     config_file = folder / "tokenizer_config.json"
     values = json.loads(config_file.read_text(encoding="utf-8"))
     values["chat_template"] = template
+    if "added_tokens_decoder" not in values:
+        # transformers 5 no longer writes it; without it llama.cpp's converter takes an added token such
+        # as Index's reserved_0 for plain text and splits it into letters in every prompt
+        values["added_tokens_decoder"] = {
+            str(index): {"content": token.content, "lstrip": token.lstrip, "rstrip": token.rstrip,
+                         "normalized": token.normalized, "single_word": token.single_word, "special": True}
+            for index, token in sorted(getattr(tokenizer, "added_tokens_decoder", {}).items())}
     config_file.write_text(json.dumps(values, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     sentencepiece = Path(base_path) / "tokenizer.model"
     if sentencepiece.is_file() and not (folder / "tokenizer.model").exists():
