@@ -7,8 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
 [ -x .venv/bin/python ] && [ -z "${PYTHON:-}" ] && [ "${1:-}" = "--smoke" ] && PY=.venv/bin/python
-if [ ! -f bench/out/gpu/examples.json ]; then
-  echo "bench/out/gpu/examples.json is missing: run '.venv/bin/python bench/gpu_check.py --prepare' first" >&2
+if [ ! -f bench/out/gpu/examples.json.gz ]; then
+  echo "bench/out/gpu/examples.json.gz is missing: run '.venv/bin/python bench/gpu_check.py --prepare' first" >&2
   exit 2
 fi
 if compgen -G ".whl/*.whl" > /dev/null && [ "$PY" != ".venv/bin/python" ]; then

@@ -169,10 +169,14 @@ def _swap_in_adapter(run_dir: Path, write) -> Path:
 
 
 def crash_safe_trainer_class():
-    """transformers' Trainer, saving each checkpoint under STAGING and publishing it once whole."""
+    """transformers' Trainer, saving each checkpoint under STAGING and publishing it once whole.
+
+    Its loss computes the LM head only where a label is trained (loss.LogitsWhereTrained: exact)."""
     from transformers import Trainer
 
-    class CrashSafeTrainer(Trainer):
+    from .loss import LogitsWhereTrained
+
+    class CrashSafeTrainer(LogitsWhereTrained, Trainer):
         _staging = False
 
         def _get_output_dir(self, trial) -> str:
