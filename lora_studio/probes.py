@@ -68,9 +68,9 @@ def load_probe_file(path: Path | str) -> list[str]:
             values = json.loads(content)
         except ValueError as exc:
             raise DataError(msg("evaluation.probe_file_not_json", line=getattr(exc, "lineno", 0)), shown,
-                            msg("evaluation.probe_file_format_fix")) from None
+                            _format_fix()) from None
         if not isinstance(values, list):
-            raise DataError(msg("evaluation.probe_file_not_list"), shown, msg("evaluation.probe_file_format_fix"))
+            raise DataError(msg("evaluation.probe_file_not_list"), shown, _format_fix())
         prompts = [_prompt_of(value, shown, index + 1) for index, value in enumerate(values)]
     else:
         prompts = []
@@ -80,7 +80,7 @@ def load_probe_file(path: Path | str) -> list[str]:
                     value = json.loads(line)
                 except ValueError:
                     raise DataError(msg("evaluation.probe_file_not_json", line=number), shown,
-                                    msg("evaluation.probe_file_format_fix")) from None
+                                    _format_fix()) from None
                 prompts.append(_prompt_of(value, shown, number))
     return checked_probes(prompts, shown)
 
@@ -89,7 +89,7 @@ def _prompt_of(value, shown: str, number: int) -> str:
     if isinstance(value, dict):
         value = value.get("prompt")
     if not isinstance(value, str):
-        raise DataError(msg("evaluation.probe_not_text", number=number), shown, msg("evaluation.probe_file_format_fix"))
+        raise DataError(msg("evaluation.probe_not_text", number=number), shown, _format_fix())
     return value
 
 
@@ -282,3 +282,7 @@ def _same_weights(a: Path, b: Path) -> bool:
     """Whether two adapter folders hold byte-identical weights (the final adapter is usually the last checkpoint)."""
     fa, fb = Path(a) / "adapter_model.safetensors", Path(b) / "adapter_model.safetensors"
     return fa.is_file() and fb.is_file() and filecmp.cmp(fa, fb, shallow=False)
+
+
+def _format_fix():
+    return msg("evaluation.probe_file_format_fix", record='{"prompt": "..."}')

@@ -18,11 +18,23 @@ from lora_studio.i18n import Msg
 
 from .test_data import BAD_FILES, CHAT_OK, write
 
-AREAS = ("data", "templates", "models", "chat", "catalog")
+AREAS = ("data", "templates", "models", "chat", "catalog", "export", "gguf", "ollama", "space", "evaluation",
+         "demo", "compare", "launch", "hardware", "monitor", "export_ui")
 # Terms and names that stay in English in a Chinese text.
 ALLOWED = {"JSON", "Lines", "UTF", "GBK", "CSV", "Excel", "Parquet", "pandas", "BPE", "Llama", "Python",
            "SentencePiece", "ShareGPT", "token", "alpaca", "Index", "Qwen", "LoRA", "ID", "M", "P", "null",
-           "true", "system", "user", "human", "assistant", "gpt", "history", "X"}
+           "true", "system", "user", "human", "assistant", "gpt", "history", "X",
+           "A", "B",  # the blind comparison's two panes
+           # export, evaluation and scale-out: formats, tools, packages, option values and command words
+           "GGUF", "gguf", "Ollama", "ollama", "Space", "Spaces", "space", "Modelfile", "TEMPLATE", "BOS", "Go",
+           "LoRA", "Studio", "Hugging", "Face", "ModelScope", "PyPI", "Gradio", "README", "NVIDIA", "GPU", "CPU",
+           "MB", "GiB", "YAML", "transformers", "peft", "accelerate", "bitsandbytes", "safetensors",
+           "AutoModelForCausalLM", "QLoRA", "NF", "bit", "f", "bf", "float", "chrF", "DDP", "C", "cmake",
+           "TensorBoard", "SwanLab", "MLflow", "Trackio", "wandb", "sync", "hf", "git", "clone", "sh", "sha",
+           "merged", "none", "all", "best", "adapter", "index", "chatml", "toggle", "false", "config",
+           "hub", "id", "host", "port", "auth", "login", "guest"}
+# a bilingual model card's section headings name their language in that language
+OTHER_LANGUAGE_ON_PURPOSE = frozenset({"export.card_english", "export.card_chinese"})
 NAME = re.compile(r"'[^']*'|\"[^\"]*\"|`[^`]*`|python studio\.py \w+|pip install|\S*[./_=\\-]\S*")
 WORD = re.compile(r"[A-Za-z]+")
 CJK = re.compile(r"[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef]")
@@ -43,7 +55,7 @@ def names_hidden(value):
 
 
 def our_keys():
-    return [key for key in i18n.CATALOGUE if key.split(".")[0] in AREAS]
+    return [key for key in i18n.CATALOGUE if key.split(".")[0] in AREAS and key not in OTHER_LANGUAGE_ON_PURPOSE]
 
 
 def filled(key: str, lang: str) -> str:
