@@ -15,7 +15,7 @@ import re
 # presets, models, files, paths, numbers with units) are recognised by `is_name` instead.
 PRODUCT = "LoRA Studio"  # our name, in the licence of the demo model it builds
 TERMS = frozenset(term.lower() for term in {
-    "LoRA", "rsLoRA", "DoRA", "YAML", "JSON", "JSONL", "CSV", "TSV", "Parquet", "token", "tokens", "GPU", "CPU", "RAM", "GB", "MB", "KB",
+    "LoRA", "rsLoRA", "DoRA", "YAML", "JSON", "JSONL", "CSV", "TSV", "Parquet", "token", "tokens", "GPU", "CPU", "RAM", "GB", "MB", "KB", "GiB", "MiB",
     "ID", "API", "ModelScope", "Hugging", "Face", "Gradio", "Python", "AdamW", "Top-p", "Top-k", "ChatML",
     "Ctrl-C",  # a key to press
     "GGUF", "Ollama", "Space", "Spaces", "Modelfile", "safetensors", "transformers", "llama-cpp-python",  # export
