@@ -233,12 +233,13 @@ def test_the_blind_flow_shuffles_reveals_and_counts_every_vote(tab, monkeypatch)
         choice = ("left", "right", "tie")[number % 3]
         expected[ab.winner(left_is_tuned, choice)] += 1
         left_label, right_label, status, tally, _ = ui.handlers.vote(choice)(adapter, session, None)
-        assert f"「{question}」: A was the {'fine-tuned' if left_is_tuned else 'base'} model" in status
+        side = "fine-tuned" if left_is_tuned else "base"
+        assert f'"{question}": A was the {side} model' in status
         assert left_label["label"].startswith("Answer A (")
         told.clear()
         refused = ui.handlers.vote("left")(adapter, session, None)
         assert refused[:3] == (gr.update(),) * 3  # the panes and the revealed sides stay as they are
-        assert told == [f"blind A/B: 「{question}」 already has your vote. Each question gets one vote: send the next one."]
+        assert told == [f'blind A/B: "{question}" already has your vote. Each question gets one vote: send the next one.']
     assert sides == {True, False}
     votes = ab.tally(Path(adapter).parent)
     assert votes == ab.Tally(tuned=expected["tuned"], base=expected["base"], ties=expected["tie"], total=9)
