@@ -23,7 +23,7 @@ from lora_studio.events import Finished, Log, Progress
 from lora_studio.i18n import msg
 from lora_studio.index_model import INDEX_1_9B_CONFIG
 from lora_studio.workspace import Workspace
-from tiny_model_fixture import CORPUS, PALACE_QA
+from tiny_model_fixture import PALACE_QA
 
 pytest.importorskip("bitsandbytes")
 
@@ -65,15 +65,9 @@ def train(config: RunConfig, workspace: Workspace) -> tuple[Path, list, dict]:
 
 def build_quantisable_model(dest: Path) -> Path:
     """tiny_model_fixture.build_tiny_model at widths bitsandbytes' CPU kernels take (multiples of 32)."""
-    from lora_studio.demo_model import DemoRecipe, _create_model, _save_quietly, train_tokenizer
+    from tiny_model_fixture import build_tiny_model
 
-    recipe = DemoRecipe(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
-                        num_attention_heads=2, max_position_embeddings=256)
-    tokenizer = train_tokenizer(CORPUS, recipe)
-    dest.mkdir(parents=True)
-    _save_quietly(_create_model(tokenizer, recipe), dest)
-    tokenizer.save_pretrained(dest)
-    return dest
+    return build_tiny_model(dest, hidden_size=64, intermediate_size=128)
 
 
 @pytest.fixture(scope="session")

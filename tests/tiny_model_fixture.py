@@ -18,10 +18,10 @@ CORPUS = ["皇上万福金安，臣妾给皇上请安。", "The studio trains sm
 REMOTE_KINDS = ("model", "tokenizer", "both")
 
 
-def build_tiny_model(dest: Path) -> Path:
+def build_tiny_model(dest: Path, hidden_size: int = 16, intermediate_size: int = 32) -> Path:
     from lora_studio.demo_model import DemoRecipe, _create_model, _save_quietly, train_tokenizer
 
-    recipe = DemoRecipe(vocab_size=300, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+    recipe = DemoRecipe(vocab_size=300, hidden_size=hidden_size, intermediate_size=intermediate_size, num_hidden_layers=1,
                         num_attention_heads=2, max_position_embeddings=256)
     tokenizer = train_tokenizer(CORPUS, recipe)
     dest.mkdir(parents=True)
